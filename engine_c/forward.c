@@ -1,0 +1,377 @@
+/* The batched forward pass: many sequences, each with its new tokens, its
+ * start position and its page table, in one call.
+ *
+ * Rows of every activation buffer are the batch's new tokens in order
+ * (T of them); a token t belongs to sequence tok_seq[t] at position tok_pos[t].
+ * Per layer:
+ *   h = rmsnorm(x) * attn_norm
+ *   q, k, v = h Wq^T, h Wk^T, h Wv^T ; rope(q, k) at each token's position
+ *   K/V of every token -> its page slot   (all of them, before any attention,
+ *                                          so a chunk attends to itself from
+ *                                          the pages, exactly as a later call)
+ *   a = attention(q over the sequence's pages 0..pos) ; x += a Wo^T
+ *   h = rmsnorm(x) * ffn_norm ; x += (silu(h Wg^T) * h Wu^T) Wd^T
+ * then logits = rmsnorm(x[selected rows]) * output_norm Wout^T.
+ *
+ * Determinism: every output element is computed whole by one task in a fixed
+ * order that depends only on that token's own inputs (kernels.h contract),
+ * so batch composition, chunking and thread count never change a result. */
+#include "errors.h"
+#include "kv.h"
+#include "model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct fwd {
+    rs_model *m;
+    rs_kv *kv;
+    const rs_kernels *K;
+    int T;
+    const rs_seq *seqs;
+    const int32_t *pages;
+    int32_t *tok_seq;       /* [T] */
+    int32_t *tok_pos;       /* [T] */
+    float *x;               /* [T][E] residual stream */
+    float *h;               /* [T][max(E, Q)] normed input / attention output */
+    float *q;               /* [T][Q] */
+    float *k, *v;           /* [T][KVD] */
+    float *g, *u;           /* [T][F] */
+    float *tmp;             /* [T][E] */
+    rs_block_q8 *xq;        /* [T][max(E, Q, F)/32] quantized activations */
+    float *rope_cos, *rope_sin; /* [T][rope_dim/2] */
+    float *scores;          /* [n_threads][max_ctx] */
+    int max_ctx;
+} fwd;
+
+/* ---- parallel GEMM over row blocks ---- */
+
+typedef struct gemm_job {
+    const rs_matrix *w;
+    const void *x;          /* rs_block_q8 rows or float rows */
+    int nt;
+    float *y;
+    size_t ldy;
+    int rows_per_task;
+    rs_gemm_q_fn qfn;
+    rs_gemm_f_fn ffn;
+} gemm_job;
+
+static void gemm_task(void *ctx, int task, int thread) {
+    (void)thread;
+    gemm_job *j = ctx;
+    int r0 = task * j->rows_per_task;
+    int nr = j->w->rows - r0 < j->rows_per_task ? j->w->rows - r0 : j->rows_per_task;
+    const uint8_t *w = j->w->data + (size_t)r0 * j->w->row_bytes;
+    if (j->qfn)
+        j->qfn(nr, j->nt, j->w->cols, w, j->w->row_bytes, j->x, j->y + r0, j->ldy);
+    else
+        j->ffn(nr, j->nt, j->w->cols, w, j->w->row_bytes, j->x, j->y + r0, j->ldy);
+}
+
+static int is_quantized(int type) {
+    return type == RS_GGML_Q4_0 || type == RS_GGML_Q4_1 || type == RS_GGML_Q8_0;
+}
+
+/* The input a matrix of this type multiplies: quantized rows for integer
+ * kernels (quantized once into f->xq, reused by every matrix sharing the
+ * input), the floats themselves otherwise. */
+static const void *prepare_input(fwd *f, const float *in, int nt, int cols, int type) {
+    if (!is_quantized(type)) return in;
+    int nb = cols / RS_QK;
+    for (int t = 0; t < nt; t++) f->K->quantize_q8(in + (size_t)t * cols, f->xq + (size_t)t * nb, cols);
+    return f->xq;
+}
+
+/* y[t*ldy + r] = W row r . input row t, for all rows of W and nt tokens. */
+static void gemm(fwd *f, const rs_matrix *w, const void *input, int nt, float *y, size_t ldy) {
+    gemm_job j = {w, input, nt, y, ldy, 0, NULL, NULL};
+    switch (w->type) {
+    case RS_GGML_Q4_0: j.qfn = f->K->gemm_q4_0; break;
+    case RS_GGML_Q4_1: j.qfn = f->K->gemm_q4_1; break;
+    case RS_GGML_Q8_0: j.qfn = f->K->gemm_q8_0; break;
+    case RS_GGML_F16: j.ffn = f->K->gemm_f16; break;
+    case RS_GGML_BF16: j.ffn = f->K->gemm_bf16; break;
+    default: j.ffn = f->K->gemm_f32; break;
+    }
+    int threads = rs_pool_size(f->m->pool);
+    /* several tasks per thread to balance; whole tiles of 16 rows each */
+    int per = (w->rows + 8 * threads - 1) / (8 * threads);
+    per = (per + 15) / 16 * 16;
+    j.rows_per_task = per;
+    rs_pool_run(f->m->pool, (w->rows + per - 1) / per, gemm_task, &j);
+}
+
+/* Both sides of a matmul for inputs shared by several matrices. */
+static void gemm_f(fwd *f, const rs_matrix *w, const float *in, int nt, float *y) {
+    gemm(f, w, prepare_input(f, in, nt, w->cols, w->type), nt, y, (size_t)w->rows);
+}
+
+/* ---- elementwise pieces (cheap next to the matmuls; fixed order) ---- */
+
+static void rmsnorm(const float *x, const float *w, float *out, int n, float eps) {
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float scale = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
+}
+
+/* Rotate adjacent pairs (llama.cpp's "normal" rope; the GGUF converter
+ * permuted Q/K rows so this matches the original model). */
+static void rope(float *v, int n_heads, int hd, int rope_dim, const float *c, const float *s) {
+    for (int h = 0; h < n_heads; h++) {
+        float *p = v + (size_t)h * hd;
+        for (int i = 0; i < rope_dim / 2; i++) {
+            float a = p[2 * i], b = p[2 * i + 1];
+            p[2 * i] = a * c[i] - b * s[i];
+            p[2 * i + 1] = a * s[i] + b * c[i];
+        }
+    }
+}
+
+static void build_rope_tables(fwd *f) {
+    int half = f->m->hp.rope_dim / 2;
+    for (int t = 0; t < f->T; t++) {
+        double pos = (double)f->tok_pos[t] * f->m->rope_pos_scale;
+        for (int i = 0; i < half; i++) {
+            double a = pos * (double)f->m->rope_inv_freq[i];
+            f->rope_cos[(size_t)t * half + i] = (float)cos(a);
+            f->rope_sin[(size_t)t * half + i] = (float)sin(a);
+        }
+    }
+}
+
+/* ---- attention ---- */
+
+static void write_kv(fwd *f, int layer) {
+    rs_kv *kv = f->kv;
+    int kvd = kv->kvd, ps = kv->page_size;
+    for (int t = 0; t < f->T; t++) {
+        const rs_seq *s = &f->seqs[f->tok_seq[t]];
+        int pos = f->tok_pos[t];
+        int32_t page = f->pages[s->page_offset + pos / ps];
+        size_t off = (size_t)(pos % ps) * kvd * kv->elem_size;
+        uint8_t *kd = rs_kv_ptr(kv, page, layer, 0) + off;
+        uint8_t *vd = rs_kv_ptr(kv, page, layer, 1) + off;
+        if (kv->dtype == RS_KV_F16) {
+            f->K->f32_to_f16(f->k + (size_t)t * kvd, (uint16_t *)kd, kvd);
+            f->K->f32_to_f16(f->v + (size_t)t * kvd, (uint16_t *)vd, kvd);
+        } else {
+            memcpy(kd, f->k + (size_t)t * kvd, (size_t)kvd * 4);
+            memcpy(vd, f->v + (size_t)t * kvd, (size_t)kvd * 4);
+        }
+    }
+}
+
+typedef struct attn_job {
+    fwd *f;
+    int layer;
+} attn_job;
+
+/* One task: one token, one query head, over positions 0..pos of its
+ * sequence: scores page by page, softmax in position order, then V. */
+static void attn_task(void *ctx, int task, int thread) {
+    attn_job *j = ctx;
+    fwd *f = j->f;
+    const rs_hparams *hp = &f->m->hp;
+    const rs_kv *kv = f->kv;
+    int hd = hp->head_dim, nh = hp->n_head, ps = kv->page_size;
+    int t = task / nh, head = task % nh;
+    int g = head / (nh / hp->n_head_kv);
+    const rs_seq *s = &f->seqs[f->tok_seq[t]];
+    int n = f->tok_pos[t] + 1;
+    const float *q = f->q + (size_t)t * nh * hd + (size_t)head * hd;
+    float *sc = f->scores + (size_t)thread * f->max_ctx;
+    float scale = 1.0f / sqrtf((float)hd);
+    size_t head_off = (size_t)g * hd * kv->elem_size;
+    int n_pages = (n + ps - 1) / ps;
+    for (int i = 0; i < n_pages; i++) {
+        int np = n - i * ps < ps ? n - i * ps : ps;
+        const uint8_t *kp = rs_kv_ptr(kv, f->pages[s->page_offset + i], j->layer, 0) + head_off;
+        if (kv->dtype == RS_KV_F16)
+            f->K->attn_scores_f16(np, hd, (const uint16_t *)kp, (size_t)kv->kvd, q, scale, sc + (size_t)i * ps);
+        else
+            f->K->attn_scores_f32(np, hd, (const float *)kp, (size_t)kv->kvd, q, scale, sc + (size_t)i * ps);
+    }
+    float mx = -INFINITY;
+    for (int p = 0; p < n; p++) mx = sc[p] > mx ? sc[p] : mx;
+    float sum = 0.0f;
+    for (int p = 0; p < n; p++) {
+        sc[p] = expf(sc[p] - mx);
+        sum += sc[p];
+    }
+    float inv = 1.0f / sum;
+    for (int p = 0; p < n; p++) sc[p] *= inv;
+    float *out = f->h + (size_t)t * nh * hd + (size_t)head * hd;
+    memset(out, 0, (size_t)hd * sizeof(float));
+    for (int i = 0; i < n_pages; i++) {
+        int np = n - i * ps < ps ? n - i * ps : ps;
+        const uint8_t *vp = rs_kv_ptr(kv, f->pages[s->page_offset + i], j->layer, 1) + head_off;
+        if (kv->dtype == RS_KV_F16)
+            f->K->attn_accum_f16(np, hd, (const uint16_t *)vp, (size_t)kv->kvd, sc + (size_t)i * ps, out);
+        else
+            f->K->attn_accum_f32(np, hd, (const float *)vp, (size_t)kv->kvd, sc + (size_t)i * ps, out);
+    }
+}
+
+/* ---- one layer, the whole pass ---- */
+
+static void layer_forward(fwd *f, int l) {
+    const rs_hparams *hp = &f->m->hp;
+    const rs_layer *L = &f->m->layers[l];
+    int E = hp->n_embd, T = f->T, F = hp->n_ff, half = hp->rope_dim / 2;
+    int Q = hp->n_head * hp->head_dim, KVD = hp->n_head_kv * hp->head_dim;
+
+    for (int t = 0; t < T; t++)
+        rmsnorm(f->x + (size_t)t * E, L->attn_norm, f->h + (size_t)t * E, E, hp->rms_eps);
+    /* q, k, v share one quantized input when they share a type */
+    const void *in = prepare_input(f, f->h, T, E, L->wq.type);
+    gemm(f, &L->wq, in, T, f->q, (size_t)Q);
+    if (L->wk.type != L->wq.type) in = prepare_input(f, f->h, T, E, L->wk.type);
+    gemm(f, &L->wk, in, T, f->k, (size_t)KVD);
+    if (L->wv.type != L->wk.type) in = prepare_input(f, f->h, T, E, L->wv.type);
+    gemm(f, &L->wv, in, T, f->v, (size_t)KVD);
+    for (int t = 0; t < T; t++) {
+        const float *c = f->rope_cos + (size_t)t * half, *s = f->rope_sin + (size_t)t * half;
+        rope(f->q + (size_t)t * Q, hp->n_head, hp->head_dim, hp->rope_dim, c, s);
+        rope(f->k + (size_t)t * KVD, hp->n_head_kv, hp->head_dim, hp->rope_dim, c, s);
+    }
+    write_kv(f, l);
+    attn_job aj = {f, l};
+    rs_pool_run(f->m->pool, T * hp->n_head, attn_task, &aj);
+    gemm_f(f, &L->wo, f->h, T, f->tmp);
+    for (size_t i = 0; i < (size_t)T * E; i++) f->x[i] += f->tmp[i];
+
+    for (int t = 0; t < T; t++)
+        rmsnorm(f->x + (size_t)t * E, L->ffn_norm, f->h + (size_t)t * E, E, hp->rms_eps);
+    in = prepare_input(f, f->h, T, E, L->w_gate.type);
+    gemm(f, &L->w_gate, in, T, f->g, (size_t)F);
+    if (L->w_up.type != L->w_gate.type) in = prepare_input(f, f->h, T, E, L->w_up.type);
+    gemm(f, &L->w_up, in, T, f->u, (size_t)F);
+    for (size_t i = 0; i < (size_t)T * F; i++) {
+        float a = f->g[i];
+        f->g[i] = a / (1.0f + expf(-a)) * f->u[i];
+    }
+    gemm_f(f, &L->w_down, f->g, T, f->tmp);
+    for (size_t i = 0; i < (size_t)T * E; i++) f->x[i] += f->tmp[i];
+}
+
+static int validate(const rs_model *m, const rs_kv *kv, const int32_t *tokens, int32_t n_tokens,
+                    const rs_seq *seqs, int32_t n_seqs, const int32_t *pages, int32_t n_pages_total,
+                    char *err, size_t err_len) {
+    const rs_hparams *hp = &m->hp;
+    if (kv->n_layer != hp->n_layer || kv->kvd != hp->n_head_kv * hp->head_dim)
+        return rs_fail(err, err_len, RS_ERR_ARG, "the KV store was made for another model geometry");
+    if (n_seqs < 1 || n_tokens < 1)
+        return rs_fail(err, err_len, RS_ERR_ARG, "empty batch (%d sequences, %d tokens)", n_seqs, n_tokens);
+    for (int32_t i = 0; i < n_tokens; i++)
+        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
+            return rs_fail(err, err_len, RS_ERR_ARG, "token id %d at batch index %d is outside the vocabulary [0, %d)",
+                           tokens[i], i, hp->n_vocab);
+    int64_t covered = 0;
+    for (int32_t s = 0; s < n_seqs; s++) {
+        const rs_seq *q = &seqs[s];
+        if (q->n_tokens < 1 || q->tok_offset < 0 || (int64_t)q->tok_offset + q->n_tokens > n_tokens)
+            return rs_fail(err, err_len, RS_ERR_ARG, "sequence %d: tokens [%d, +%d) are not inside the %d batch tokens",
+                           s, q->tok_offset, q->n_tokens, n_tokens);
+        if (q->tok_offset != covered)
+            return rs_fail(err, err_len, RS_ERR_ARG, "sequence %d: tokens must follow the previous sequence's (offset %lld)",
+                           s, (long long)covered);
+        covered += q->n_tokens;
+        int64_t end = (int64_t)q->start_pos + q->n_tokens;
+        if (q->start_pos < 0 || end > hp->n_ctx_train)
+            return rs_fail(err, err_len, RS_ERR_ARG,
+                           "sequence %d: positions [%d, %lld) exceed the context length %d",
+                           s, q->start_pos, (long long)end, hp->n_ctx_train);
+        int64_t need = (end + kv->page_size - 1) / kv->page_size;
+        if (q->n_pages < need || q->page_offset < 0 || (int64_t)q->page_offset + q->n_pages > n_pages_total)
+            return rs_fail(err, err_len, RS_ERR_ARG,
+                           "sequence %d: page table [%d, +%d) must lie in the %d pages given and cover %lld pages",
+                           s, q->page_offset, q->n_pages, n_pages_total, (long long)need);
+        for (int64_t i = 0; i < need; i++) {
+            int32_t p = pages[q->page_offset + i];
+            if (p < 0 || p >= kv->n_pages)
+                return rs_fail(err, err_len, RS_ERR_ARG, "sequence %d: page id %d is outside the pool [0, %d)",
+                               s, p, kv->n_pages);
+        }
+    }
+    if (covered != n_tokens)
+        return rs_fail(err, err_len, RS_ERR_ARG, "sequences cover %lld of the %d batch tokens",
+                       (long long)covered, n_tokens);
+    return RS_OK;
+}
+
+static void fwd_free(fwd *f) {
+    free(f->tok_seq); free(f->tok_pos); free(f->x); free(f->h); free(f->q); free(f->k);
+    free(f->v); free(f->g); free(f->u); free(f->tmp); free(f->xq); free(f->rope_cos);
+    free(f->rope_sin); free(f->scores);
+}
+
+static int fwd_alloc(fwd *f, const rs_seq *seqs, int n_seqs) {
+    const rs_hparams *hp = &f->m->hp;
+    size_t T = (size_t)f->T, E = (size_t)hp->n_embd, F = (size_t)hp->n_ff;
+    size_t Q = (size_t)hp->n_head * hp->head_dim, KVD = (size_t)hp->n_head_kv * hp->head_dim;
+    size_t wide = E > Q ? E : Q, qw = wide > F ? wide : F;
+    f->max_ctx = 0;
+    for (int s = 0; s < n_seqs; s++)
+        if (seqs[s].start_pos + seqs[s].n_tokens > f->max_ctx) f->max_ctx = seqs[s].start_pos + seqs[s].n_tokens;
+    f->max_ctx = (f->max_ctx + f->kv->page_size - 1) / f->kv->page_size * f->kv->page_size;
+    f->tok_seq = malloc(T * sizeof(int32_t));
+    f->tok_pos = malloc(T * sizeof(int32_t));
+    f->x = malloc(T * E * sizeof(float));
+    f->h = malloc(T * wide * sizeof(float));
+    f->q = malloc(T * Q * sizeof(float));
+    f->k = malloc(T * KVD * sizeof(float));
+    f->v = malloc(T * KVD * sizeof(float));
+    f->g = malloc(T * F * sizeof(float));
+    f->u = malloc(T * F * sizeof(float));
+    f->tmp = malloc(T * E * sizeof(float));
+    f->xq = malloc(T * (qw / RS_QK + 1) * sizeof(rs_block_q8));
+    f->rope_cos = malloc(T * (size_t)(hp->rope_dim / 2 + 1) * sizeof(float));
+    f->rope_sin = malloc(T * (size_t)(hp->rope_dim / 2 + 1) * sizeof(float));
+    f->scores = malloc((size_t)rs_pool_size(f->m->pool) * (size_t)f->max_ctx * sizeof(float));
+    return f->tok_seq && f->tok_pos && f->x && f->h && f->q && f->k && f->v && f->g && f->u &&
+           f->tmp && f->xq && f->rope_cos && f->rope_sin && f->scores;
+}
+
+int rs_forward(rs_model *m, rs_kv *kv, const int32_t *tokens, int32_t n_tokens, const rs_seq *seqs,
+               int32_t n_seqs, const int32_t *pages, int32_t n_pages_total, int all_logits,
+               float *logits, char *err, size_t err_len) {
+    int rc = validate(m, kv, tokens, n_tokens, seqs, n_seqs, pages, n_pages_total, err, err_len);
+    if (rc) return rc;
+    const rs_hparams *hp = &m->hp;
+    fwd f;
+    memset(&f, 0, sizeof f);
+    f.m = m;
+    f.kv = kv;
+    f.K = m->kern;
+    f.T = n_tokens;
+    f.seqs = seqs;
+    f.pages = pages;
+    if (!fwd_alloc(&f, seqs, n_seqs)) {
+        fwd_free(&f);
+        return rs_fail(err, err_len, RS_ERR_NOMEM, "out of memory for a batch of %d tokens", n_tokens);
+    }
+    int E = hp->n_embd;
+    for (int s = 0; s < n_seqs; s++)
+        for (int i = 0; i < seqs[s].n_tokens; i++) {
+            int t = seqs[s].tok_offset + i;
+            f.tok_seq[t] = s;
+            f.tok_pos[t] = seqs[s].start_pos + i;
+            rs_matrix_row_f32(&m->token_embd, tokens[t], f.x + (size_t)t * E);
+        }
+    build_rope_tables(&f);
+    for (int l = 0; l < hp->n_layer; l++) layer_forward(&f, l);
+
+    /* logits of the selected rows, written straight into the caller's buffer */
+    int n_out = all_logits ? n_tokens : n_seqs;
+    for (int o = 0; o < n_out; o++) {
+        int t = all_logits ? o : seqs[o].tok_offset + seqs[o].n_tokens - 1;
+        rmsnorm(f.x + (size_t)t * E, m->output_norm, f.tmp + (size_t)o * E, E, hp->rms_eps);
+    }
+    gemm(&f, &m->output, prepare_input(&f, f.tmp, n_out, E, m->output.type), n_out, logits,
+         (size_t)hp->n_vocab);
+    fwd_free(&f);
+    return RS_OK;
+}

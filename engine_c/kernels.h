@@ -1,0 +1,68 @@
+/* The kernel table: every hot loop of the forward, behind function pointers
+ * filled once at load (kernels_dispatch.c). kernels_scalar.c is the plain-C
+ * reference; kernels_avx2.c and kernels_neon.c must agree with it up to
+ * float rounding (engine_c/tests/test_kernels.c checks that).
+ *
+ * Determinism contract (every implementation): an output element depends
+ * only on its own inputs, never on nr, nt or where the element falls inside
+ * a register tile. Computing a 13x7 block at once, or each element alone,
+ * gives bit-identical results. The forward relies on this for outputs that
+ * do not change with batch composition, chunking or thread count.
+ */
+#ifndef RS_KERNELS_H
+#define RS_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "quant.h"
+
+/* Quantized GEMM: y[t*ldy + r] = dot(W row r, X row t), r < nr, t < nt.
+ * W: nr rows of k/32 blocks of the weight type, row r at (char*)w + r*w_stride.
+ * X: nt rows of k/32 rs_block_q8, row t at x + t*(k/32).  k % 32 == 0. */
+typedef void (*rs_gemm_q_fn)(int nr, int nt, int k, const void *w, size_t w_stride,
+                             const rs_block_q8 *x, float *y, size_t ldy);
+/* Float-weight GEMM, same shape; X: nt rows of k floats, row t at x + t*k. */
+typedef void (*rs_gemm_f_fn)(int nr, int nt, int k, const void *w, size_t w_stride,
+                             const float *x, float *y, size_t ldy);
+
+typedef struct rs_kernels {
+    const char *name;
+    /* x[0..k) -> k/32 blocks: d = max|x|/127, q = round(x/d) (nearest,
+     * ties away from zero), s = d * sum(q). k % 32 == 0. */
+    void (*quantize_q8)(const float *x, rs_block_q8 *y, int k);
+    rs_gemm_q_fn gemm_q4_0;
+    rs_gemm_q_fn gemm_q4_1;
+    rs_gemm_q_fn gemm_q8_0;
+    rs_gemm_f_fn gemm_f32;
+    rs_gemm_f_fn gemm_f16;
+    rs_gemm_f_fn gemm_bf16;
+    /* Attention over one page of one KV head.
+     * K/V rows: npos rows of hd elements, row p at k + p*stride (elements).
+     * scores: out[p] = scale * dot(K row p, q), p < npos.
+     * accum:  acc[i] += sum_p w[p] * V row p [i], summed in order of p. */
+    void (*attn_scores_f16)(int npos, int hd, const uint16_t *k, size_t stride,
+                            const float *q, float scale, float *out);
+    void (*attn_accum_f16)(int npos, int hd, const uint16_t *v, size_t stride,
+                           const float *w, float *acc);
+    void (*attn_scores_f32)(int npos, int hd, const float *k, size_t stride,
+                            const float *q, float scale, float *out);
+    void (*attn_accum_f32)(int npos, int hd, const float *v, size_t stride,
+                           const float *w, float *acc);
+    /* float -> half, round to nearest even (writing K/V pages). */
+    void (*f32_to_f16)(const float *x, uint16_t *y, int n);
+} rs_kernels;
+
+extern const rs_kernels rs_kernels_scalar;
+#if defined(__x86_64__)
+extern const rs_kernels rs_kernels_avx2;
+#endif
+#if defined(__aarch64__)
+extern const rs_kernels rs_kernels_neon;
+#endif
+
+/* The best table this CPU runs, unless RADIXSERVE_KERNELS names another
+ * ("scalar", "avx2", "neon"); *err gets a message when the name is unknown
+ * or the CPU lacks the instructions, and NULL is returned. */
+const rs_kernels *rs_kernels_select(char *err, size_t err_len);
+
+#endif
