@@ -66,7 +66,7 @@ test-engine-asan: $(BUILD)/test_engine build
 	$(BUILD)/test_engine "$$($(VPY) -m radixserve.model_path)" $(BUILD)
 
 serve: build
-	$(VPY) -m radixserve generate "The capital of France is" --max-tokens 32
+	$(VPY) -m radixserve generate 504,3575,282,4649,314 --max-tokens 32
 
 bench: build
 	$(VPY) scripts/bench_engine.py --json $(BUILD)/bench_engine.json

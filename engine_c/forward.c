@@ -39,9 +39,9 @@ typedef struct fwd {
     float *k, *v;           /* [T][KVD] */
     float *g, *u;           /* [T][F] */
     float *tmp;             /* [T][E] */
-    rs_block_q8 *xq;        /* [T][max(E, Q, F)/32] quantized activations */
+    rs_block_q16 *xq;        /* [T][max(E, Q, F)/32] quantized activations */
     float *rope_cos, *rope_sin; /* [T][rope_dim/2] */
-    float *scores;          /* [n_threads][max_ctx] */
+    float *scores;          /* [n_threads][ATTN_GROUP * heads per KV head][max_ctx] */
     int max_ctx;
 } fwd;
 
@@ -49,7 +49,7 @@ typedef struct fwd {
 
 typedef struct gemm_job {
     const rs_matrix *w;
-    const void *x;          /* rs_block_q8 rows or float rows */
+    const void *x;          /* rs_block_q16 rows or float rows */
     int nt;
     float *y;
     size_t ldy;
@@ -80,7 +80,7 @@ static int is_quantized(int type) {
 static const void *prepare_input(fwd *f, const float *in, int nt, int cols, int type) {
     if (!is_quantized(type)) return in;
     int nb = cols / RS_QK;
-    for (int t = 0; t < nt; t++) f->K->quantize_q8(in + (size_t)t * cols, f->xq + (size_t)t * nb, cols);
+    for (int t = 0; t < nt; t++) f->K->quantize_q16(in + (size_t)t * cols, f->xq + (size_t)t * nb, cols);
     return f->xq;
 }
 
@@ -164,55 +164,85 @@ static void write_kv(fwd *f, int layer) {
     }
 }
 
+/* Attention tasks: one KV head x a group of up to ATTN_GROUP consecutive
+ * batch tokens. Within a task the loops run page-major: page i of every
+ * token in the group, then page i+1, so a page that several sequences share
+ * (a common prompt) is fetched from memory once per step and then re-read
+ * from L1. Each query's scores, softmax and V sums still run in its own
+ * position order with the same kernels, so grouping never changes a result. */
+enum { ATTN_GROUP = 4 };
+
 typedef struct attn_job {
     fwd *f;
     int layer;
 } attn_job;
 
-/* One task: one token, one query head, over positions 0..pos of its
- * sequence: scores page by page, softmax in position order, then V. */
+static int n_seq_pages(const fwd *f, int t) { return f->tok_pos[t] / f->kv->page_size + 1; }
+
+static const uint8_t *page_ptr(const fwd *f, int t, int i, int layer, int which, size_t head_off) {
+    const rs_seq *s = &f->seqs[f->tok_seq[t]];
+    return rs_kv_ptr(f->kv, f->pages[s->page_offset + i], layer, which) + head_off;
+}
+
 static void attn_task(void *ctx, int task, int thread) {
     attn_job *j = ctx;
     fwd *f = j->f;
     const rs_hparams *hp = &f->m->hp;
     const rs_kv *kv = f->kv;
-    int hd = hp->head_dim, nh = hp->n_head, ps = kv->page_size;
-    int t = task / nh, head = task % nh;
-    int g = head / (nh / hp->n_head_kv);
-    const rs_seq *s = &f->seqs[f->tok_seq[t]];
-    int n = f->tok_pos[t] + 1;
-    const float *q = f->q + (size_t)t * nh * hd + (size_t)head * hd;
-    float *sc = f->scores + (size_t)thread * f->max_ctx;
-    float scale = 1.0f / sqrtf((float)hd);
+    const rs_kernels *K = f->K;
+    int hd = hp->head_dim, nh = hp->n_head, ps = kv->page_size, G = nh / hp->n_head_kv;
+    int g = task % hp->n_head_kv;
+    int t0 = task / hp->n_head_kv * ATTN_GROUP;
+    int t1 = t0 + ATTN_GROUP < f->T ? t0 + ATTN_GROUP : f->T;
+    int f16 = kv->dtype == RS_KV_F16;
     size_t head_off = (size_t)g * hd * kv->elem_size;
-    int n_pages = (n + ps - 1) / ps;
-    for (int i = 0; i < n_pages; i++) {
-        int np = n - i * ps < ps ? n - i * ps : ps;
-        const uint8_t *kp = rs_kv_ptr(kv, f->pages[s->page_offset + i], j->layer, 0) + head_off;
-        if (kv->dtype == RS_KV_F16)
-            f->K->attn_scores_f16(np, hd, (const uint16_t *)kp, (size_t)kv->kvd, q, scale, sc + (size_t)i * ps);
-        else
-            f->K->attn_scores_f32(np, hd, (const float *)kp, (size_t)kv->kvd, q, scale, sc + (size_t)i * ps);
+    float scale = 1.0f / sqrtf((float)hd);
+    /* sc row (t - t0) * G + hh holds query (t, head g*G+hh)'s scores */
+    float *sc = f->scores + (size_t)thread * ATTN_GROUP * G * f->max_ctx;
+    int max_pages = 0;
+    for (int t = t0; t < t1; t++) max_pages = n_seq_pages(f, t) > max_pages ? n_seq_pages(f, t) : max_pages;
+
+    for (int i = 0; i < max_pages; i++)
+        for (int t = t0; t < t1; t++) {
+            int n = f->tok_pos[t] + 1;
+            if (i * ps >= n) continue;
+            int np = n - i * ps < ps ? n - i * ps : ps;
+            const uint8_t *kp = page_ptr(f, t, i, j->layer, 0, head_off);
+            for (int hh = 0; hh < G; hh++) {
+                const float *q = f->q + (size_t)t * nh * hd + (size_t)(g * G + hh) * hd;
+                float *out = sc + ((size_t)(t - t0) * G + hh) * f->max_ctx + (size_t)i * ps;
+                if (f16) K->attn_scores_f16(np, hd, (const uint16_t *)kp, (size_t)kv->kvd, q, scale, out);
+                else K->attn_scores_f32(np, hd, (const float *)kp, (size_t)kv->kvd, q, scale, out);
+            }
+        }
+    for (int t = t0; t < t1; t++) {
+        int n = f->tok_pos[t] + 1;
+        for (int hh = 0; hh < G; hh++) {
+            float *r = sc + ((size_t)(t - t0) * G + hh) * f->max_ctx;
+            float mx = -INFINITY, sum = 0.0f;
+            for (int p = 0; p < n; p++) mx = r[p] > mx ? r[p] : mx;
+            for (int p = 0; p < n; p++) {
+                r[p] = expf(r[p] - mx);
+                sum += r[p];
+            }
+            float inv = 1.0f / sum;
+            for (int p = 0; p < n; p++) r[p] *= inv;
+            memset(f->h + (size_t)t * nh * hd + (size_t)(g * G + hh) * hd, 0, (size_t)hd * sizeof(float));
+        }
     }
-    float mx = -INFINITY;
-    for (int p = 0; p < n; p++) mx = sc[p] > mx ? sc[p] : mx;
-    float sum = 0.0f;
-    for (int p = 0; p < n; p++) {
-        sc[p] = expf(sc[p] - mx);
-        sum += sc[p];
-    }
-    float inv = 1.0f / sum;
-    for (int p = 0; p < n; p++) sc[p] *= inv;
-    float *out = f->h + (size_t)t * nh * hd + (size_t)head * hd;
-    memset(out, 0, (size_t)hd * sizeof(float));
-    for (int i = 0; i < n_pages; i++) {
-        int np = n - i * ps < ps ? n - i * ps : ps;
-        const uint8_t *vp = rs_kv_ptr(kv, f->pages[s->page_offset + i], j->layer, 1) + head_off;
-        if (kv->dtype == RS_KV_F16)
-            f->K->attn_accum_f16(np, hd, (const uint16_t *)vp, (size_t)kv->kvd, sc + (size_t)i * ps, out);
-        else
-            f->K->attn_accum_f32(np, hd, (const float *)vp, (size_t)kv->kvd, sc + (size_t)i * ps, out);
-    }
+    for (int i = 0; i < max_pages; i++)
+        for (int t = t0; t < t1; t++) {
+            int n = f->tok_pos[t] + 1;
+            if (i * ps >= n) continue;
+            int np = n - i * ps < ps ? n - i * ps : ps;
+            const uint8_t *vp = page_ptr(f, t, i, j->layer, 1, head_off);
+            for (int hh = 0; hh < G; hh++) {
+                const float *w = sc + ((size_t)(t - t0) * G + hh) * f->max_ctx + (size_t)i * ps;
+                float *acc = f->h + (size_t)t * nh * hd + (size_t)(g * G + hh) * hd;
+                if (f16) K->attn_accum_f16(np, hd, (const uint16_t *)vp, (size_t)kv->kvd, w, acc);
+                else K->attn_accum_f32(np, hd, (const float *)vp, (size_t)kv->kvd, w, acc);
+            }
+        }
 }
 
 /* ---- one layer, the whole pass ---- */
@@ -239,7 +269,7 @@ static void layer_forward(fwd *f, int l) {
     }
     write_kv(f, l);
     attn_job aj = {f, l};
-    rs_pool_run(f->m->pool, T * hp->n_head, attn_task, &aj);
+    rs_pool_run(f->m->pool, (T + ATTN_GROUP - 1) / ATTN_GROUP * hp->n_head_kv, attn_task, &aj);
     gemm_f(f, &L->wo, f->h, T, f->tmp);
     for (size_t i = 0; i < (size_t)T * E; i++) f->x[i] += f->tmp[i];
 
@@ -327,10 +357,11 @@ static int fwd_alloc(fwd *f, const rs_seq *seqs, int n_seqs) {
     f->g = malloc(T * F * sizeof(float));
     f->u = malloc(T * F * sizeof(float));
     f->tmp = malloc(T * E * sizeof(float));
-    f->xq = malloc(T * (qw / RS_QK + 1) * sizeof(rs_block_q8));
+    f->xq = malloc(T * (qw / RS_QK + 1) * sizeof(rs_block_q16));
     f->rope_cos = malloc(T * (size_t)(hp->rope_dim / 2 + 1) * sizeof(float));
     f->rope_sin = malloc(T * (size_t)(hp->rope_dim / 2 + 1) * sizeof(float));
-    f->scores = malloc((size_t)rs_pool_size(f->m->pool) * (size_t)f->max_ctx * sizeof(float));
+    size_t group_rows = (size_t)ATTN_GROUP * (size_t)(hp->n_head / hp->n_head_kv);
+    f->scores = malloc((size_t)rs_pool_size(f->m->pool) * group_rows * (size_t)f->max_ctx * sizeof(float));
     return f->tok_seq && f->tok_pos && f->x && f->h && f->q && f->k && f->v && f->g && f->u &&
            f->tmp && f->xq && f->rope_cos && f->rope_sin && f->scores;
 }

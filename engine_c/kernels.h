@@ -18,18 +18,20 @@
 
 /* Quantized GEMM: y[t*ldy + r] = dot(W row r, X row t), r < nr, t < nt.
  * W: nr rows of k/32 blocks of the weight type, row r at (char*)w + r*w_stride.
- * X: nt rows of k/32 rs_block_q8, row t at x + t*(k/32).  k % 32 == 0. */
+ * X: nt rows of k/32 rs_block_q16, row t at x + t*(k/32).  k % 32 == 0. */
 typedef void (*rs_gemm_q_fn)(int nr, int nt, int k, const void *w, size_t w_stride,
-                             const rs_block_q8 *x, float *y, size_t ldy);
+                             const rs_block_q16 *x, float *y, size_t ldy);
 /* Float-weight GEMM, same shape; X: nt rows of k floats, row t at x + t*k. */
 typedef void (*rs_gemm_f_fn)(int nr, int nt, int k, const void *w, size_t w_stride,
                              const float *x, float *y, size_t ldy);
 
 typedef struct rs_kernels {
     const char *name;
-    /* x[0..k) -> k/32 blocks: d = max|x|/127, q = round(x/d) (nearest,
-     * ties away from zero), s = d * sum(q). k % 32 == 0. */
-    void (*quantize_q8)(const float *x, rs_block_q8 *y, int k);
+    /* x[0..k) -> k/32 blocks: d = max|x|/32767, q = round(x/d) (nearest,
+     * ties away from zero) clamped to [-32767, 32767] (a subnormal d can
+     * overshoot), s = d * (float)sum(q); d == 0 gives q = 0, s = 0.
+     * k % 32 == 0. */
+    void (*quantize_q16)(const float *x, rs_block_q16 *y, int k);
     rs_gemm_q_fn gemm_q4_0;
     rs_gemm_q_fn gemm_q4_1;
     rs_gemm_q_fn gemm_q8_0;

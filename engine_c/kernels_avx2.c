@@ -2,19 +2,24 @@
  * without -mavx2: the pragma gives this file its own instruction set, and
  * kernels_dispatch.c only hands this table out when the CPU has all three.
  *
- * Determinism (kernels.h): every output element of a GEMM owns one __m256
- * accumulator that receives exactly one FMA per block (quantized) or per 8
- * elements (float), in order, and one fixed horizontal sum at the end.
- * Q4_1's offset term m_w * x.s is accumulated with one FMA per block into a
- * float lane of its own. The register tile (R rows x T tokens) only decides
- * which accumulators live together; every tile shape, edges included, runs
- * the same per-element operation sequence, so results do not depend on
- * nr, nt or where the element falls.
+ * Determinism (kernels.h): in a quantized GEMM, element (r, t) owns one
+ * float lane of an accumulator; per block it gets the exact integer block
+ * sum isum (an integer tree over the vpmaddwd lanes, exact in any order),
+ * then acc = fma(float(isum), d_r * x.d_t, acc), Q4_1 then
+ * acc = fma(m_r, x.s_t, acc), blocks in order. In the float GEMMs every
+ * element owns one __m256 accumulator that receives one FMA per 8 elements,
+ * in order, and one fixed horizontal sum at the end. The register tile
+ * (R rows x T tokens) only decides which lanes live together; every tile
+ * shape, edges included, runs the same per-element operation sequence, so
+ * results do not depend on nr, nt or where the element falls.
  *
- * Integer dot products: Q4_1 nibbles are unsigned, so
- * _mm256_maddubs_epi16(w_u8, x_i8) is exact (|pair| <= 2*15*128). Q4_0 and
- * Q8_0 weights are signed: maddubs(|w|, sign(x, w)), exact because x is
- * in [-127, 127] (quantize_q8 never produces -128) and |w| <= 128. */
+ * Integer dot products: the weights of a block are widened to int16 once
+ * per tile (Q4_1: nibbles 0..15, Q4_0: nibble - 8, Q8_0: sign-extended),
+ * then reused for every token of the tile: two _mm256_madd_epi16 against
+ * the int16 activations (elements 0..15 and 16..31) and one add give 8
+ * int32 lanes of 4 products each. Exact: |w| <= 128, |q| <= 32767 (never
+ * -32768, so vpmaddwd's one overflow case cannot occur), a block sum is at
+ * most 32 * 128 * 32767 < 2^31. */
 #if defined(__x86_64__)
 
 #if defined(__clang__)
@@ -62,13 +67,12 @@ AI float hsum8(__m256 v) {
 
 /* ---------------------------------------------------------------- quantize */
 
-static void quantize_q8(const float *x, rs_block_q8 *y, int k) {
+static void quantize_q16(const float *x, rs_block_q16 *y, int k) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     const __m256 half = _mm256_set1_ps(0.5f);
     const __m256 one = _mm256_set1_ps(1.0f);
-    const __m256 qmax = _mm256_set1_ps(127.0f);
-    const __m256 qmin = _mm256_set1_ps(-127.0f);
-    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const __m256 qmax = _mm256_set1_ps(32767.0f);
+    const __m256 qmin = _mm256_set1_ps(-32767.0f);
     for (int b = 0; b < k / RS_QK; b++) {
         const float *xb = x + b * RS_QK;
         __m256 v[4];
@@ -80,10 +84,10 @@ static void quantize_q8(const float *x, rs_block_q8 *y, int k) {
         m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
         float amax = _mm_cvtss_f32(m4);
-        float d = amax / 127.0f;
+        float d = amax / 32767.0f;
         y[b].d = d;
         if (d == 0.0f) {
-            memset(y[b].qs, 0, RS_QK);
+            memset(y[b].qs, 0, sizeof y[b].qs);
             y[b].s = 0.0f * d; /* the scalar's d * 0 */
             continue;
         }
@@ -106,9 +110,11 @@ static void quantize_q8(const float *x, rs_block_q8 *y, int k) {
         s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
         s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
         int isum = _mm_cvtsi128_si32(s4);
-        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3]));
-        p = _mm256_permutevar8x32_epi32(p, perm);
-        _mm256_storeu_si256((__m256i *)y[b].qs, p);
+        /* packs works per 128-bit lane: [a0-3 b0-3 | a4-7 b4-7] -> qwords 0,2,1,3 */
+        __m256i p0 = _mm256_permute4x64_epi64(_mm256_packs_epi32(qi[0], qi[1]), 0xd8);
+        __m256i p1 = _mm256_permute4x64_epi64(_mm256_packs_epi32(qi[2], qi[3]), 0xd8);
+        _mm256_storeu_si256((__m256i *)y[b].qs, p0);
+        _mm256_storeu_si256((__m256i *)(y[b].qs + 16), p1);
         y[b].s = d * (float)isum;
     }
 }
@@ -117,121 +123,167 @@ static void quantize_q8(const float *x, rs_block_q8 *y, int k) {
 
 enum { K_Q4_0, K_Q4_1, K_Q8_0 };
 
+/* The 8 int32 lanes of each of p[0..7], summed: lane i of the result is
+ * the sum of p[i] (exact integer sums, any order). Pairs, then quads, then
+ * the two 128-bit halves. */
+AI __m256i hsum8x8(const __m256i p[8]) {
+    __m256i t[4], u[2];
+    UNROLL
+    for (int j = 0; j < 4; j++)
+        t[j] = _mm256_add_epi32(_mm256_unpacklo_epi32(p[2 * j], p[2 * j + 1]),
+                                _mm256_unpackhi_epi32(p[2 * j], p[2 * j + 1]));
+    UNROLL
+    for (int j = 0; j < 2; j++)
+        u[j] = _mm256_add_epi32(_mm256_unpacklo_epi64(t[2 * j], t[2 * j + 1]),
+                                _mm256_unpackhi_epi64(t[2 * j], t[2 * j + 1]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(u[0], u[1], 0x20),
+                            _mm256_permute2x128_si256(u[0], u[1], 0x31));
+}
+
+/* The same for p[0..3] into 4 lanes. */
+AI __m128i hsum8x4(const __m256i p[4]) {
+    __m256i t0 = _mm256_add_epi32(_mm256_unpacklo_epi32(p[0], p[1]), _mm256_unpackhi_epi32(p[0], p[1]));
+    __m256i t1 = _mm256_add_epi32(_mm256_unpacklo_epi32(p[2], p[3]), _mm256_unpackhi_epi32(p[2], p[3]));
+    __m256i u = _mm256_add_epi32(_mm256_unpacklo_epi64(t0, t1), _mm256_unpackhi_epi64(t0, t1));
+    return _mm_add_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
+}
+
 /* One R x T register tile over all nb blocks: rows w (stride ws bytes),
  * tokens x (stride nb blocks), out y[t*ldy + r]. R, T, kind are constants
- * after inlining; R*T <= 8. Element i = r*T + t.
+ * after inlining; R, T <= 4. Element i = r*T + t owns lane i % 8 of float
+ * accumulator i / 8 (__m256, or __m128 when R*T <= 4).
  *
- * Per block, the scales of all elements come from one or two multiplies:
- *   Q4_1: lanes (2i, 2i+1) = [d_r, m_r] * [x.d_t, x.s_t] (x.d and x.s are
- *         adjacent in rs_block_q8), and the same lanes FMA'd into macc
- *         accumulate m_r * x.s_t in lane 2i+1;
- *   Q4_0, Q8_0: lane i = d_r * x.d_t.
- * Whatever the tile, element i sees the same operations: scale = d*x.d
- * (one rounding), acc = fma(float(isum lanes), scale, acc),
- * macc = fma(m, x.s, macc); y = hsum8(acc) + macc. */
+ * Per block: the weights of each row are widened to int16 once, two
+ * vpmaddwd + one add per element give 8 int32 lanes, a shuffle/add tree
+ * turns 8 such vectors into one vector of exact block sums isum_i, and
+ *   acc_i = fma(float(isum_i), d_r * x.d_t, acc_i)
+ *   Q4_1:  acc_i = fma(m_r, x.s_t, acc_i)
+ * float(isum_i) is the scalar's (float)isum, and d_r * x.d_t one rounding,
+ * so element i sees the same operations whatever the tile (unused lanes
+ * compute values nobody reads). */
 AI void qtile(const int kind, const int R, const int T, int nb, const char *w, size_t ws,
-              const rs_block_q8 *x, float *y, size_t ldy) {
+              const rs_block_q16 *x, float *y, size_t ldy) {
     const size_t bs = kind == K_Q4_0 ? sizeof(rs_block_q4_0)
                       : kind == K_Q4_1 ? sizeof(rs_block_q4_1) : sizeof(rs_block_q8_0);
     const int E = R * T;
-    const __m256i ones = _mm256_set1_epi16(1);
-    const __m256i lo4 = _mm256_set1_epi8(0x0f);
-    const __m256i eight = _mm256_set1_epi8(8);
-    const __m256i shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
-    __m256 acc[8];
-    __m256 macc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    const int NV = (E + 7) / 8;
+    const __m256i lo4 = _mm256_set1_epi16(0x0f);
+    const __m256i eight = _mm256_set1_epi16(8);
+    const __m256i one = _mm256_set1_epi32(1);
+    /* Q4_1: [d_r, m_r] pairs -> lanes 2r, 2r+1; [x.d_t, x.s_t] -> 2t, 2t+1.
+     * Otherwise d_r -> lane r, x.d_t -> lane t. */
+    const int pr = kind == K_Q4_1 ? 2 : 1;
+    __m256i idx_d[2], idx_x[2];
     UNROLL
-    for (int i = 0; i < E; i++) acc[i] = _mm256_setzero_ps();
+    for (int h = 0; h < NV; h++) {
+#define LR(j) (8 * h + (j) < E ? pr * ((8 * h + (j)) / T) : 0)
+#define LT(j) (8 * h + (j) < E ? pr * ((8 * h + (j)) % T) : 0)
+        idx_d[h] = _mm256_setr_epi32(LR(0), LR(1), LR(2), LR(3), LR(4), LR(5), LR(6), LR(7));
+        idx_x[h] = _mm256_setr_epi32(LT(0), LT(1), LT(2), LT(3), LT(4), LT(5), LT(6), LT(7));
+#undef LR
+#undef LT
+    }
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m128 acc4 = _mm_setzero_ps();
     for (int b = 0; b < nb; b++) {
-        /* sc[i] (Q4_0, Q8_0) or sc[2i] (Q4_1): the scale of element i */
-        float sc[16] __attribute__((aligned(32)));
+        __m256 dmv, xpv;
         if (kind == K_Q4_1) {
-            uint32_t dm[4]; /* raw f16 pairs [d, m] of each row */
-            uint64_t xs[4]; /* raw f32 pairs [x.d, x.s] of each token */
+            uint32_t dm[4] = {0, 0, 0, 0}; /* raw f16 pairs [d, m] of each row */
+            long long xp[4] = {0, 0, 0, 0}; /* raw f32 pairs [x.d, x.s] of each token */
             UNROLL
             for (int r = 0; r < R; r++) dm[r] = ld32(w + r * ws + b * bs);
             UNROLL
-            for (int t = 0; t < T; t++) memcpy(&xs[t], &x[(size_t)t * nb + b].d, 8);
-            UNROLL
-            for (int v = 0; v < (E + 3) / 4; v++) {
-#define RI(j) (4 * v + (j) < E ? dm[(4 * v + (j)) / T] : 0u)
-#define TI(j) (4 * v + (j) < E ? (long long)xs[(4 * v + (j)) % T] : 0ll)
-                __m256 dmv = _mm256_cvtph_ps(_mm_setr_epi32((int)RI(0), (int)RI(1), (int)RI(2), (int)RI(3)));
-                __m256 xsv = _mm256_castsi256_ps(_mm256_setr_epi64x(TI(0), TI(1), TI(2), TI(3)));
-#undef RI
-#undef TI
-                _mm256_store_ps(sc + 8 * v, _mm256_mul_ps(dmv, xsv));
-                macc[v] = _mm256_fmadd_ps(dmv, xsv, macc[v]);
-            }
+            for (int t = 0; t < T; t++) memcpy(&xp[t], &x[(size_t)t * nb + b].d, 8);
+            dmv = _mm256_cvtph_ps(_mm_setr_epi32((int)dm[0], (int)dm[1], (int)dm[2], (int)dm[3]));
+            xpv = _mm256_castsi256_ps(_mm256_setr_epi64x(xp[0], xp[1], xp[2], xp[3]));
         } else {
-            uint16_t dr[4];
-            float xd[4];
+            short dr[4] = {0, 0, 0, 0};
+            float xd[4] = {0, 0, 0, 0};
             UNROLL
-            for (int r = 0; r < R; r++) dr[r] = ld16(w + r * ws + b * bs);
+            for (int r = 0; r < R; r++) dr[r] = (short)ld16(w + r * ws + b * bs);
             UNROLL
             for (int t = 0; t < T; t++) xd[t] = x[(size_t)t * nb + b].d;
-#define RI(j) ((j) < E ? (short)dr[(j) / T] : (short)0)
-#define TI(j) ((j) < E ? xd[(j) % T] : 0.0f)
-            __m256 dv = _mm256_cvtph_ps(_mm_setr_epi16(RI(0), RI(1), RI(2), RI(3), RI(4), RI(5), RI(6), RI(7)));
-            __m256 xv = _mm256_setr_ps(TI(0), TI(1), TI(2), TI(3), TI(4), TI(5), TI(6), TI(7));
-#undef RI
-#undef TI
-            _mm256_store_ps(sc, _mm256_mul_ps(dv, xv));
+            dmv = _mm256_cvtph_ps(_mm_setr_epi16(dr[0], dr[1], dr[2], dr[3], 0, 0, 0, 0));
+            xpv = _mm256_castps128_ps256(_mm_setr_ps(xd[0], xd[1], xd[2], xd[3]));
         }
+        __m256i wlo[4], whi[4];
         UNROLL
-        for (int r = 0; r < R; r++) {
-            const char *wb = w + r * ws + b * bs;
-            /* the weights stream from DRAM: ask for the next row group now
-             * (integer arithmetic: past the last row it is a harmless hint) */
-            _mm_prefetch((const char *)((uintptr_t)wb + PF_ROWS * ws), _MM_HINT_T0);
-            __m256i wq, wabs = _mm256_setzero_si256();
-            if (kind == K_Q8_0) {
-                wq = _mm256_loadu_si256((const __m256i *)(wb + 2));
-                wabs = _mm256_sign_epi8(wq, wq);
-            } else {
-                /* nibbles: low halves are elements 0..15, high halves 16..31 */
-                __m128i q = _mm_loadu_si128((const __m128i *)(wb + (kind == K_Q4_1 ? 4 : 2)));
-                wq = _mm256_and_si256(_mm256_srlv_epi32(_mm256_broadcastsi128_si256(q), shift), lo4);
-                if (kind == K_Q4_0) {
-                    wq = _mm256_sub_epi8(wq, eight);
-                    wabs = _mm256_sign_epi8(wq, wq);
-                }
-            }
+        for (int h = 0; h < NV; h++) {
+            __m256i p[8];
             UNROLL
-            for (int t = 0; t < T; t++) {
-                const int i = r * T + t;
-                __m256i xq = _mm256_loadu_si256((const __m256i *)x[(size_t)t * nb + b].qs);
-                __m256i p16 = kind == K_Q4_1 ? _mm256_maddubs_epi16(wq, xq)
-                                             : _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(xq, wq));
-                __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
-                acc[i] = _mm256_fmadd_ps(f, _mm256_broadcast_ss(&sc[kind == K_Q4_1 ? 2 * i : i]), acc[i]);
+            for (int j = 0; j < 8; j++) {
+                const int i = 8 * h + j, r = i / T, t = i % T;
+                if (i >= E) {
+                    p[j] = _mm256_setzero_si256();
+                    continue;
+                }
+                if (t == 0) {
+                    const char *wb = w + r * ws + b * bs;
+                    /* the weights stream from DRAM: ask for the next row group
+                     * now (integer arithmetic: past the last row it is a
+                     * harmless hint) */
+                    _mm_prefetch((const char *)((uintptr_t)wb + PF_ROWS * ws), _MM_HINT_T0);
+                    /* the block's weights as int16: elements 0..15 in wlo, 16..31 in whi */
+                    if (kind == K_Q8_0) {
+                        wlo[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wb + 2)));
+                        whi[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wb + 18)));
+                    } else {
+                        /* nibbles: low halves are elements 0..15, high halves 16..31 */
+                        __m256i w16 = _mm256_cvtepu8_epi16(
+                            _mm_loadu_si128((const __m128i *)(wb + (kind == K_Q4_1 ? 4 : 2))));
+                        wlo[r] = _mm256_and_si256(w16, lo4);
+                        whi[r] = _mm256_srli_epi16(w16, 4);
+                        if (kind == K_Q4_0) {
+                            wlo[r] = _mm256_sub_epi16(wlo[r], eight);
+                            whi[r] = _mm256_sub_epi16(whi[r], eight);
+                        }
+                    }
+                }
+                const int16_t *xq = x[(size_t)t * nb + b].qs;
+                p[j] = _mm256_add_epi32(_mm256_madd_epi16(wlo[r], _mm256_loadu_si256((const __m256i *)xq)),
+                                        _mm256_madd_epi16(whi[r], _mm256_loadu_si256((const __m256i *)(xq + 16))));
+            }
+            __m256 sc = _mm256_mul_ps(_mm256_permutevar8x32_ps(dmv, idx_d[h]), _mm256_permutevar8x32_ps(xpv, idx_x[h]));
+            if (E <= 4) {
+                __m128 f = _mm_cvtepi32_ps(hsum8x4(p));
+                acc4 = _mm_fmadd_ps(f, _mm256_castps256_ps128(sc), acc4);
+                if (kind == K_Q4_1)
+                    acc4 = _mm_fmadd_ps(_mm256_castps256_ps128(_mm256_permutevar8x32_ps(dmv, _mm256_add_epi32(idx_d[h], one))),
+                                        _mm256_castps256_ps128(_mm256_permutevar8x32_ps(xpv, _mm256_add_epi32(idx_x[h], one))),
+                                        acc4);
+            } else {
+                __m256 f = _mm256_cvtepi32_ps(hsum8x8(p));
+                acc[h] = _mm256_fmadd_ps(f, sc, acc[h]);
+                if (kind == K_Q4_1)
+                    acc[h] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(dmv, _mm256_add_epi32(idx_d[h], one)),
+                                             _mm256_permutevar8x32_ps(xpv, _mm256_add_epi32(idx_x[h], one)), acc[h]);
             }
         }
     }
-    float mo[16];
-    _mm256_storeu_ps(mo, macc[0]);
-    _mm256_storeu_ps(mo + 8, macc[1]);
+    float out[16];
+    if (E <= 4) {
+        _mm_storeu_ps(out, acc4);
+    } else {
+        _mm256_storeu_ps(out, acc[0]);
+        _mm256_storeu_ps(out + 8, acc[1]);
+    }
     UNROLL
     for (int r = 0; r < R; r++)
         UNROLL
-        for (int t = 0; t < T; t++) {
-            const int i = r * T + t;
-            float v = hsum8(acc[i]);
-            if (kind == K_Q4_1) v += mo[2 * i + 1];
-            y[(size_t)t * ldy + r] = v;
-        }
+        for (int t = 0; t < T; t++) y[(size_t)t * ldy + r] = out[r * T + t];
 }
 
 #define QTILE_FN(kind, R, T) \
-    static void qtile_##kind##_##R##_##T(int nb, const char *w, size_t ws, const rs_block_q8 *x, \
+    static void qtile_##kind##_##R##_##T(int nb, const char *w, size_t ws, const rs_block_q16 *x, \
                                          float *y, size_t ldy) { \
         qtile(kind, R, T, nb, w, ws, x, y, ldy); \
     }
 #define QTILE_SET(kind) \
     QTILE_FN(kind, 1, 1) QTILE_FN(kind, 2, 1) QTILE_FN(kind, 3, 1) QTILE_FN(kind, 4, 1) \
     QTILE_FN(kind, 1, 2) QTILE_FN(kind, 2, 2) QTILE_FN(kind, 3, 2) QTILE_FN(kind, 4, 2) \
-    QTILE_FN(kind, 1, 3) QTILE_FN(kind, 2, 3) QTILE_FN(kind, 1, 4) QTILE_FN(kind, 2, 4) \
-    static void qtile_##kind(int R, int T, int nb, const char *w, size_t ws, const rs_block_q8 *x, \
+    QTILE_FN(kind, 1, 3) QTILE_FN(kind, 2, 3) QTILE_FN(kind, 3, 3) QTILE_FN(kind, 4, 3) \
+    QTILE_FN(kind, 1, 4) QTILE_FN(kind, 2, 4) QTILE_FN(kind, 3, 4) QTILE_FN(kind, 4, 4) \
+    static void qtile_##kind(int R, int T, int nb, const char *w, size_t ws, const rs_block_q16 *x, \
                              float *y, size_t ldy) { \
         switch (T * 8 + R) { \
         case 9: qtile_##kind##_1_1(nb, w, ws, x, y, ldy); break; \
@@ -244,8 +296,12 @@ AI void qtile(const int kind, const int R, const int T, int nb, const char *w, s
         case 20: qtile_##kind##_4_2(nb, w, ws, x, y, ldy); break; \
         case 25: qtile_##kind##_1_3(nb, w, ws, x, y, ldy); break; \
         case 26: qtile_##kind##_2_3(nb, w, ws, x, y, ldy); break; \
+        case 27: qtile_##kind##_3_3(nb, w, ws, x, y, ldy); break; \
+        case 28: qtile_##kind##_4_3(nb, w, ws, x, y, ldy); break; \
         case 33: qtile_##kind##_1_4(nb, w, ws, x, y, ldy); break; \
         case 34: qtile_##kind##_2_4(nb, w, ws, x, y, ldy); break; \
+        case 35: qtile_##kind##_3_4(nb, w, ws, x, y, ldy); break; \
+        case 36: qtile_##kind##_4_4(nb, w, ws, x, y, ldy); break; \
         default: break; \
         } \
     }
@@ -254,14 +310,13 @@ QTILE_SET(K_Q4_0)
 QTILE_SET(K_Q4_1)
 QTILE_SET(K_Q8_0)
 
-typedef void (*qtile_fn)(int R, int T, int nb, const char *w, size_t ws, const rs_block_q8 *x,
+typedef void (*qtile_fn)(int R, int T, int nb, const char *w, size_t ws, const rs_block_q16 *x,
                          float *y, size_t ldy);
 
 /* Rows in groups of 4 (their weights stay in L1 across the token groups),
- * tokens in groups of 4: a group of 3-4 tokens runs as 2-row tiles, a group
- * of 1-2 tokens as one tile of up to 4 rows. */
+ * tokens in groups of 4, one tile of up to 4 x 4. */
 static void gemm_q(qtile_fn tile, int nr, int nt, int k, const void *w, size_t ws,
-                   const rs_block_q8 *x, float *y, size_t ldy) {
+                   const rs_block_q16 *x, float *y, size_t ldy) {
     const int nb = k / RS_QK;
     for (int t0 = 0; t0 < nt; t0 += TOK_CHUNK) {
         const int t1 = nt - t0 < TOK_CHUNK ? nt : t0 + TOK_CHUNK;
@@ -269,31 +324,24 @@ static void gemm_q(qtile_fn tile, int nr, int nt, int k, const void *w, size_t w
             const int rg = nr - r0 < 4 ? nr - r0 : 4;
             for (int t = t0; t < t1; t += 4) {
                 const int T = t1 - t < 4 ? t1 - t : 4;
-                const rs_block_q8 *xt = x + (size_t)t * nb;
+                const rs_block_q16 *xt = x + (size_t)t * nb;
                 float *yt = y + (size_t)t * ldy;
-                if (T <= 2) {
-                    tile(rg, T, nb, (const char *)w + r0 * ws, ws, xt, yt + r0, ldy);
-                } else {
-                    for (int r = r0; r < r0 + rg; r += 2) {
-                        const int R = r0 + rg - r < 2 ? r0 + rg - r : 2;
-                        tile(R, T, nb, (const char *)w + r * ws, ws, xt, yt + r, ldy);
-                    }
-                }
+                tile(rg, T, nb, (const char *)w + r0 * ws, ws, xt, yt + r0, ldy);
             }
         }
     }
 }
 
 static void gemm_q4_0(int nr, int nt, int k, const void *w, size_t w_stride,
-                      const rs_block_q8 *x, float *y, size_t ldy) {
+                      const rs_block_q16 *x, float *y, size_t ldy) {
     gemm_q(qtile_K_Q4_0, nr, nt, k, w, w_stride, x, y, ldy);
 }
 static void gemm_q4_1(int nr, int nt, int k, const void *w, size_t w_stride,
-                      const rs_block_q8 *x, float *y, size_t ldy) {
+                      const rs_block_q16 *x, float *y, size_t ldy) {
     gemm_q(qtile_K_Q4_1, nr, nt, k, w, w_stride, x, y, ldy);
 }
 static void gemm_q8_0(int nr, int nt, int k, const void *w, size_t w_stride,
-                      const rs_block_q8 *x, float *y, size_t ldy) {
+                      const rs_block_q16 *x, float *y, size_t ldy) {
     gemm_q(qtile_K_Q8_0, nr, nt, k, w, w_stride, x, y, ldy);
 }
 
@@ -516,7 +564,7 @@ static void f32_to_f16(const float *x, uint16_t *y, int n) {
 
 const rs_kernels rs_kernels_avx2 = {
     .name = "avx2",
-    .quantize_q8 = quantize_q8,
+    .quantize_q16 = quantize_q16,
     .gemm_q4_0 = gemm_q4_0,
     .gemm_q4_1 = gemm_q4_1,
     .gemm_q8_0 = gemm_q8_0,

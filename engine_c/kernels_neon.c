@@ -6,8 +6,10 @@
  * term m_w * x.s goes into a float of its own with one fmaf per block. The
  * register tile (R rows x T tokens) never changes an element's sequence.
  *
- * Integer dot products: vmull_s8 / vmlal_s8 pair two products in int16
- * (|w*x| <= 128*127, two of them fit), vpadalq_s16 widens into int32. */
+ * Integer dot products: the weights of a block are widened to int16 once
+ * per row and reused for every token of the tile; vmull_s16 / vmlal_s16
+ * (and their _high forms) multiply them with the int16 activations into
+ * two int32x4 chains, added at the end (exact, see dot32). */
 #if defined(__aarch64__)
 
 #include "kernels.h"
@@ -42,8 +44,8 @@ AI float h2f(uint16_t h) {
 
 /* ---------------------------------------------------------------- quantize */
 
-static void quantize_q8(const float *x, rs_block_q8 *y, int k) {
-    const float32x4_t qmax = vdupq_n_f32(127.0f), qmin = vdupq_n_f32(-127.0f);
+static void quantize_q16(const float *x, rs_block_q16 *y, int k) {
+    const float32x4_t qmax = vdupq_n_f32(32767.0f), qmin = vdupq_n_f32(-32767.0f);
     for (int b = 0; b < k / RS_QK; b++) {
         const float *xb = x + b * RS_QK;
         float32x4_t v[8];
@@ -53,16 +55,15 @@ static void quantize_q8(const float *x, rs_block_q8 *y, int k) {
             v[j] = vld1q_f32(xb + 4 * j);
             m = vmaxq_f32(m, vabsq_f32(v[j]));
         }
-        float d = vmaxvq_f32(m) / 127.0f;
+        float d = vmaxvq_f32(m) / 32767.0f;
         y[b].d = d;
         if (d == 0.0f) {
-            memset(y[b].qs, 0, RS_QK);
+            memset(y[b].qs, 0, sizeof y[b].qs);
             y[b].s = 0.0f * d;
             continue;
         }
         const float32x4_t dv = vdupq_n_f32(d);
         int32x4_t sum = vdupq_n_s32(0);
-        int16x8_t q16[4];
         UNROLL
         for (int j = 0; j < 4; j++) {
             /* vrndaq: round to nearest, ties away from zero (= roundf) */
@@ -71,10 +72,8 @@ static void quantize_q8(const float *x, rs_block_q8 *y, int k) {
             int32x4_t i0 = vcvtq_s32_f32(vminq_f32(vmaxq_f32(r0, qmin), qmax));
             int32x4_t i1 = vcvtq_s32_f32(vminq_f32(vmaxq_f32(r1, qmin), qmax));
             sum = vaddq_s32(sum, vaddq_s32(i0, i1));
-            q16[j] = vcombine_s16(vmovn_s32(i0), vmovn_s32(i1));
+            vst1q_s16(y[b].qs + 8 * j, vcombine_s16(vmovn_s32(i0), vmovn_s32(i1)));
         }
-        vst1q_s8(y[b].qs, vcombine_s8(vmovn_s16(q16[0]), vmovn_s16(q16[1])));
-        vst1q_s8(y[b].qs + 16, vcombine_s8(vmovn_s16(q16[2]), vmovn_s16(q16[3])));
         y[b].s = d * (float)vaddvq_s32(sum);
     }
 }
@@ -83,16 +82,26 @@ static void quantize_q8(const float *x, rs_block_q8 *y, int k) {
 
 enum { K_Q4_0, K_Q4_1, K_Q8_0 };
 
-AI int32x4_t dot32(int8x16_t w0, int8x16_t w1, int8x16_t x0, int8x16_t x1) {
-    int16x8_t p0 = vmull_s8(vget_low_s8(w0), vget_low_s8(x0));
-    p0 = vmlal_s8(p0, vget_high_s8(w0), vget_high_s8(x0));
-    int16x8_t p1 = vmull_s8(vget_low_s8(w1), vget_low_s8(x1));
-    p1 = vmlal_s8(p1, vget_high_s8(w1), vget_high_s8(x1));
-    return vpadalq_s16(vpaddlq_s16(p0), p1);
+/* w[0..3]: the block's weights as int16 (elements 8j..8j+7 in w[j]), x: the
+ * activations. Lane l sums the 8 products of elements 4i + l, i < 8: exact
+ * in int32 (|w| <= 128, |q| <= 32767). Converted to float it is exact for
+ * Q4 weights (8 * 15 * 32767 < 2^24); a Q8_0 lane can exceed 2^24 and round
+ * once there, well inside the tested bound, and the same for every tile. */
+AI int32x4_t dot32(const int16x8_t w[4], const int16_t *x) {
+    int16x8_t x0 = vld1q_s16(x), x1 = vld1q_s16(x + 8), x2 = vld1q_s16(x + 16), x3 = vld1q_s16(x + 24);
+    int32x4_t a = vmull_s16(vget_low_s16(w[0]), vget_low_s16(x0));
+    int32x4_t c = vmull_s16(vget_low_s16(w[2]), vget_low_s16(x2));
+    a = vmlal_high_s16(a, w[0], x0);
+    c = vmlal_high_s16(c, w[2], x2);
+    a = vmlal_s16(a, vget_low_s16(w[1]), vget_low_s16(x1));
+    c = vmlal_s16(c, vget_low_s16(w[3]), vget_low_s16(x3));
+    a = vmlal_high_s16(a, w[1], x1);
+    c = vmlal_high_s16(c, w[3], x3);
+    return vaddq_s32(a, c);
 }
 
 AI void qtile(const int kind, const int R, const int T, int nb, const char *w, size_t ws,
-              const rs_block_q8 *x, float *y, size_t ldy) {
+              const rs_block_q16 *x, float *y, size_t ldy) {
     const size_t bs = kind == K_Q4_0 ? sizeof(rs_block_q4_0)
                       : kind == K_Q4_1 ? sizeof(rs_block_q4_1) : sizeof(rs_block_q8_0);
     float32x4_t acc[4][4];
@@ -111,27 +120,35 @@ AI void qtile(const int kind, const int R, const int T, int nb, const char *w, s
             /* the weights stream from DRAM: ask for the next row group now
              * (integer arithmetic: past the last row it is a harmless hint) */
             __builtin_prefetch((const char *)((uintptr_t)wb + PF_ROWS * ws));
-            int8x16_t w0, w1;
+            int16x8_t wv[4];
             float dw, mw = 0.0f;
             dw = h2f(ld16(wb));
             if (kind == K_Q8_0) {
-                w0 = vld1q_s8((const int8_t *)(wb + 2));
-                w1 = vld1q_s8((const int8_t *)(wb + 18));
+                int8x16_t q0 = vld1q_s8((const int8_t *)(wb + 2));
+                int8x16_t q1 = vld1q_s8((const int8_t *)(wb + 18));
+                wv[0] = vmovl_s8(vget_low_s8(q0));
+                wv[1] = vmovl_high_s8(q0);
+                wv[2] = vmovl_s8(vget_low_s8(q1));
+                wv[3] = vmovl_high_s8(q1);
             } else {
                 const int qoff = kind == K_Q4_1 ? 4 : 2;
                 if (kind == K_Q4_1) mw = h2f(ld16(wb + 2));
                 uint8x16_t q = vld1q_u8((const uint8_t *)(wb + qoff));
-                w0 = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0f)));
-                w1 = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
+                /* low nibbles are elements 0..15, high nibbles 16..31 */
+                uint8x16_t lo = vandq_u8(q, vdupq_n_u8(0x0f)), hi = vshrq_n_u8(q, 4);
+                wv[0] = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(lo)));
+                wv[1] = vreinterpretq_s16_u16(vmovl_high_u8(lo));
+                wv[2] = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(hi)));
+                wv[3] = vreinterpretq_s16_u16(vmovl_high_u8(hi));
                 if (kind == K_Q4_0) {
-                    w0 = vsubq_s8(w0, vdupq_n_s8(8));
-                    w1 = vsubq_s8(w1, vdupq_n_s8(8));
+                    UNROLL
+                    for (int j = 0; j < 4; j++) wv[j] = vsubq_s16(wv[j], vdupq_n_s16(8));
                 }
             }
             UNROLL
             for (int t = 0; t < T; t++) {
-                const rs_block_q8 *xb = x + (size_t)t * nb + b;
-                int32x4_t i = dot32(w0, w1, vld1q_s8(xb->qs), vld1q_s8(xb->qs + 16));
+                const rs_block_q16 *xb = x + (size_t)t * nb + b;
+                int32x4_t i = dot32(wv, xb->qs);
                 acc[r][t] = vfmaq_n_f32(acc[r][t], vcvtq_f32_s32(i), dw * xb->d);
                 if (kind == K_Q4_1) macc[r][t] = fmaf(mw, xb->s, macc[r][t]);
             }
@@ -148,7 +165,7 @@ AI void qtile(const int kind, const int R, const int T, int nb, const char *w, s
 }
 
 #define QTILE_FN(kind, R, T) \
-    static void qtile_##kind##_##R##_##T(int nb, const char *w, size_t ws, const rs_block_q8 *x, \
+    static void qtile_##kind##_##R##_##T(int nb, const char *w, size_t ws, const rs_block_q16 *x, \
                                          float *y, size_t ldy) { \
         qtile(kind, R, T, nb, w, ws, x, y, ldy); \
     }
@@ -156,7 +173,7 @@ AI void qtile(const int kind, const int R, const int T, int nb, const char *w, s
     QTILE_FN(kind, 1, 1) QTILE_FN(kind, 2, 1) QTILE_FN(kind, 3, 1) QTILE_FN(kind, 4, 1) \
     QTILE_FN(kind, 1, 2) QTILE_FN(kind, 2, 2) QTILE_FN(kind, 3, 2) QTILE_FN(kind, 4, 2) \
     QTILE_FN(kind, 1, 3) QTILE_FN(kind, 2, 3) QTILE_FN(kind, 1, 4) QTILE_FN(kind, 2, 4) \
-    static void qtile_##kind(int R, int T, int nb, const char *w, size_t ws, const rs_block_q8 *x, \
+    static void qtile_##kind(int R, int T, int nb, const char *w, size_t ws, const rs_block_q16 *x, \
                              float *y, size_t ldy) { \
         switch (T * 8 + R) { \
         case 9: qtile_##kind##_1_1(nb, w, ws, x, y, ldy); break; \
@@ -179,11 +196,11 @@ QTILE_SET(K_Q4_0)
 QTILE_SET(K_Q4_1)
 QTILE_SET(K_Q8_0)
 
-typedef void (*qtile_fn)(int R, int T, int nb, const char *w, size_t ws, const rs_block_q8 *x,
+typedef void (*qtile_fn)(int R, int T, int nb, const char *w, size_t ws, const rs_block_q16 *x,
                          float *y, size_t ldy);
 
 static void gemm_q(qtile_fn tile, int nr, int nt, int k, const void *w, size_t ws,
-                   const rs_block_q8 *x, float *y, size_t ldy) {
+                   const rs_block_q16 *x, float *y, size_t ldy) {
     const int nb = k / RS_QK;
     for (int t0 = 0; t0 < nt; t0 += TOK_CHUNK) {
         const int t1 = nt - t0 < TOK_CHUNK ? nt : t0 + TOK_CHUNK;
@@ -191,7 +208,7 @@ static void gemm_q(qtile_fn tile, int nr, int nt, int k, const void *w, size_t w
             const int rg = nr - r0 < 4 ? nr - r0 : 4;
             for (int t = t0; t < t1; t += 4) {
                 const int T = t1 - t < 4 ? t1 - t : 4;
-                const rs_block_q8 *xt = x + (size_t)t * nb;
+                const rs_block_q16 *xt = x + (size_t)t * nb;
                 float *yt = y + (size_t)t * ldy;
                 if (T <= 2) {
                     tile(rg, T, nb, (const char *)w + r0 * ws, ws, xt, yt + r0, ldy);
@@ -207,15 +224,15 @@ static void gemm_q(qtile_fn tile, int nr, int nt, int k, const void *w, size_t w
 }
 
 static void gemm_q4_0(int nr, int nt, int k, const void *w, size_t w_stride,
-                      const rs_block_q8 *x, float *y, size_t ldy) {
+                      const rs_block_q16 *x, float *y, size_t ldy) {
     gemm_q(qtile_K_Q4_0, nr, nt, k, w, w_stride, x, y, ldy);
 }
 static void gemm_q4_1(int nr, int nt, int k, const void *w, size_t w_stride,
-                      const rs_block_q8 *x, float *y, size_t ldy) {
+                      const rs_block_q16 *x, float *y, size_t ldy) {
     gemm_q(qtile_K_Q4_1, nr, nt, k, w, w_stride, x, y, ldy);
 }
 static void gemm_q8_0(int nr, int nt, int k, const void *w, size_t w_stride,
-                      const rs_block_q8 *x, float *y, size_t ldy) {
+                      const rs_block_q16 *x, float *y, size_t ldy) {
     gemm_q(qtile_K_Q8_0, nr, nt, k, w, w_stride, x, y, ldy);
 }
 
@@ -432,7 +449,7 @@ static void f32_to_f16(const float *x, uint16_t *y, int n) {
 
 const rs_kernels rs_kernels_neon = {
     .name = "neon",
-    .quantize_q8 = quantize_q8,
+    .quantize_q16 = quantize_q16,
     .gemm_q4_0 = gemm_q4_0,
     .gemm_q4_1 = gemm_q4_1,
     .gemm_q8_0 = gemm_q8_0,

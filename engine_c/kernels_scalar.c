@@ -2,8 +2,10 @@
  * Written to be obviously right, not fast: the SIMD tables are tested
  * against it (engine_c/tests/test_kernels.c).
  *
- * Quantized dot products: per 32-element block, the integer products are
- * summed exactly as int32, then scaled in float; blocks in order:
+ * Quantized dot products (weights x int16 activations): per 32-element
+ * block, the integer products are summed exactly as int32 (|w| <= 128,
+ * |q| <= 32767: |isum| <= 32 * 128 * 32767 < 2^31), then scaled in float;
+ * blocks in order:
  *   q4_0, q8_0: acc += (d_w * x.d) * (float)isum
  *   q4_1:       acc += (d_w * x.d) * (float)isum + m_w * x.s
  * Every output element is computed alone by the same loop, so the
@@ -19,7 +21,7 @@ static uint16_t ld16(const void *p) {
     return v;
 }
 
-static void quantize_q8(const float *x, rs_block_q8 *y, int k) {
+static void quantize_q16(const float *x, rs_block_q16 *y, int k) {
     for (int b = 0; b < k / RS_QK; b++) {
         const float *xb = x + b * RS_QK;
         float amax = 0.0f;
@@ -27,29 +29,29 @@ static void quantize_q8(const float *x, rs_block_q8 *y, int k) {
             float a = fabsf(xb[j]);
             if (a > amax) amax = a;
         }
-        float d = amax / 127.0f;
-        int sum = 0;
+        float d = amax / 32767.0f;
+        int32_t sum = 0;
         for (int j = 0; j < RS_QK; j++) {
             float q = 0.0f;
             if (d != 0.0f) {
                 q = roundf(xb[j] / d); /* nearest, ties away from zero */
-                /* a subnormal d can make x/d overshoot 127: clamp (SIMD does the same) */
-                if (q > 127.0f) q = 127.0f;
-                if (q < -127.0f) q = -127.0f;
+                /* a subnormal d can make x/d overshoot 32767: clamp (SIMD does the same) */
+                if (q > 32767.0f) q = 32767.0f;
+                if (q < -32767.0f) q = -32767.0f;
             }
-            y[b].qs[j] = (int8_t)q;
-            sum += (int)q;
+            y[b].qs[j] = (int16_t)q;
+            sum += (int32_t)q;
         }
         y[b].d = d;
-        y[b].s = d * (float)sum;
+        y[b].s = d * (float)sum; /* |sum| <= 32 * 32767 < 2^24: exact */
     }
 }
 
 static void gemm_q4_0(int nr, int nt, int k, const void *w, size_t w_stride,
-                      const rs_block_q8 *x, float *y, size_t ldy) {
+                      const rs_block_q16 *x, float *y, size_t ldy) {
     int nb = k / RS_QK;
     for (int t = 0; t < nt; t++) {
-        const rs_block_q8 *xr = x + (size_t)t * nb;
+        const rs_block_q16 *xr = x + (size_t)t * nb;
         for (int r = 0; r < nr; r++) {
             const rs_block_q4_0 *wr = (const rs_block_q4_0 *)((const char *)w + r * w_stride);
             float acc = 0.0f;
@@ -69,10 +71,10 @@ static void gemm_q4_0(int nr, int nt, int k, const void *w, size_t w_stride,
 }
 
 static void gemm_q4_1(int nr, int nt, int k, const void *w, size_t w_stride,
-                      const rs_block_q8 *x, float *y, size_t ldy) {
+                      const rs_block_q16 *x, float *y, size_t ldy) {
     int nb = k / RS_QK;
     for (int t = 0; t < nt; t++) {
-        const rs_block_q8 *xr = x + (size_t)t * nb;
+        const rs_block_q16 *xr = x + (size_t)t * nb;
         for (int r = 0; r < nr; r++) {
             const rs_block_q4_1 *wr = (const rs_block_q4_1 *)((const char *)w + r * w_stride);
             float acc = 0.0f;
@@ -93,10 +95,10 @@ static void gemm_q4_1(int nr, int nt, int k, const void *w, size_t w_stride,
 }
 
 static void gemm_q8_0(int nr, int nt, int k, const void *w, size_t w_stride,
-                      const rs_block_q8 *x, float *y, size_t ldy) {
+                      const rs_block_q16 *x, float *y, size_t ldy) {
     int nb = k / RS_QK;
     for (int t = 0; t < nt; t++) {
-        const rs_block_q8 *xr = x + (size_t)t * nb;
+        const rs_block_q16 *xr = x + (size_t)t * nb;
         for (int r = 0; r < nr; r++) {
             const rs_block_q8_0 *wr = (const rs_block_q8_0 *)((const char *)w + r * w_stride);
             float acc = 0.0f;
@@ -192,7 +194,7 @@ static void f32_to_f16(const float *x, uint16_t *y, int n) {
 
 const rs_kernels rs_kernels_scalar = {
     .name = "scalar",
-    .quantize_q8 = quantize_q8,
+    .quantize_q16 = quantize_q16,
     .gemm_q4_0 = gemm_q4_0,
     .gemm_q4_1 = gemm_q4_1,
     .gemm_q8_0 = gemm_q8_0,

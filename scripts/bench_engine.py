@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
 from radixserve.engine import Model, SeqInput  # noqa: E402
 from radixserve.model_path import default_model_path  # noqa: E402
 
@@ -55,79 +56,36 @@ class Ours:
     def __init__(self, path: str) -> None:
         self.model = Model(path)
 
-    def prefill(self, n: int, threads: int) -> float:
+    def prefill(self, tokens: list[int], threads: int) -> float:
         self.model.threads = threads
-        toks = prompt_tokens(n, self.model.n_vocab)
-        kv = self.model.kv_store(n_pages=-(-n // 16))
+        kv = self.model.kv_store(n_pages=-(-len(tokens) // 16))
         t0 = time.perf_counter()
-        self.model.forward(kv, [SeqInput(toks, 0, np.arange(kv.n_pages))])
-        return n / (time.perf_counter() - t0)
+        self.model.forward(kv, [SeqInput(tokens, 0, np.arange(kv.n_pages))])
+        return len(tokens) / (time.perf_counter() - t0)
 
-    def decode(self, n: int, threads: int, context: int = 16) -> float:
-        self.model.threads = threads
-        kv = self.model.kv_store(n_pages=-(-(context + n) // 16))
-        pages = np.arange(kv.n_pages)
-        logits = self.model.forward(kv, [SeqInput(prompt_tokens(context, self.model.n_vocab), 0, pages)])
-        t0 = time.perf_counter()
-        for i in range(n):
-            tok = int(np.argmax(logits[0]))
-            logits = self.model.forward(kv, [SeqInput([tok], context + i, pages)])
-        return n / (time.perf_counter() - t0)
-
-    def batched_decode(self, streams: int, context: int, n: int, threads: int) -> float:
-        """Aggregate tok/s of `streams` sequences decoding over one shared `context`-token prompt
-        (its pages are shared, as the radix cache shares them), each into private pages."""
+    def batched_decode(self, prompt: list[int], streams: int, n: int, threads: int) -> float:
+        """Aggregate tok/s of `streams` sequences decoding n tokens each after one shared prompt.
+        The prompt's pages are shared by every stream's page table, as the radix cache shares
+        them; each stream decodes into private pages (its copy of the partial last page first)."""
         self.model.threads = threads
         ps = 16
-        shared = -(-context // ps)
-        private = -(-n // ps) + 1
-        kv = self.model.kv_store(n_pages=shared + streams * private)
-        base = np.arange(shared)
-        # the prompt minus its last page-partial remainder is shared; we keep it page aligned
-        self.model.forward(kv, [SeqInput(prompt_tokens(context, self.model.n_vocab), 0, base)])
-        tables = [np.concatenate([base, shared + s * private + np.arange(private)]) for s in range(streams)]
+        full = len(prompt) // ps
+        private = -(-(len(prompt) + n) // ps) - full
+        kv = self.model.kv_store(n_pages=full + (streams + 1) * private)
+        src = np.concatenate([np.arange(full), full + np.arange(private)])
+        self.model.forward(kv, [SeqInput(prompt, 0, src)])
+        tables = []
+        for s in range(streams):
+            own = full + (s + 1) * private + np.arange(private)
+            if len(prompt) % ps:
+                kv.copy_page(int(src[full]), int(own[0]))
+            tables.append(np.concatenate([np.arange(full), own]))
         toks = [[100 + s] for s in range(streams)]
         t0 = time.perf_counter()
         for i in range(n):
-            out = self.model.forward(kv, [SeqInput(toks[s], context + i, tables[s]) for s in range(streams)])
+            out = self.model.forward(kv, [SeqInput(toks[s], len(prompt) + i, tables[s]) for s in range(streams)])
             toks = [[int(np.argmax(out[s]))] for s in range(streams)]
         return streams * n / (time.perf_counter() - t0)
-
-
-class Peer:
-    """llama-cpp-python on the same file, same threads, f16 KV."""
-
-    def __init__(self, path: str) -> None:
-        import llama_cpp  # noqa: F401
-
-        self.path = path
-        self.llms: dict[int, object] = {}
-
-    def _llm(self, threads: int):  # type: ignore[no-untyped-def]
-        from llama_cpp import Llama
-
-        if threads not in self.llms:
-            self.llms[threads] = Llama(self.path, n_ctx=2048, n_batch=512, n_threads=threads,
-                                       n_threads_batch=threads, verbose=False)
-        return self.llms[threads]
-
-    def prefill(self, n: int, threads: int) -> float:
-        llm = self._llm(threads)
-        llm.reset()
-        toks = prompt_tokens(n, llm.n_vocab())
-        t0 = time.perf_counter()
-        llm.eval(toks)
-        return n / (time.perf_counter() - t0)
-
-    def decode(self, n: int, threads: int, context: int = 16) -> float:
-        llm = self._llm(threads)
-        llm.reset()
-        llm.eval(prompt_tokens(context, llm.n_vocab()))
-        t0 = time.perf_counter()
-        for _ in range(n):
-            tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-            llm.eval([tok])
-        return n / (time.perf_counter() - t0)
 
 
 def main() -> int:
@@ -143,35 +101,43 @@ def main() -> int:
     ours = Ours(path)
     load_s = time.perf_counter() - t0
     try:
-        peer: Peer | None = Peer(path)
+        from peer_llamacpp import LlamaCppPeer
+
+        peer: LlamaCppPeer | None = LlamaCppPeer(path)
     except ImportError:
         peer = None
 
     rows: list[dict] = []
 
-    def add(name: str, unit: str, ours_v: float, peer_fn: Callable[[], float] | None) -> None:
-        peer_v = best_of(reps, peer_fn) if (peer and peer_fn) else None
+    def add(name: str, unit: str, ours_fn: Callable[[], float], peer_fn: Callable[[], float]) -> None:
+        ours_v = best_of(reps, ours_fn)
+        peer_v = best_of(reps, peer_fn) if peer else None
         rows.append({"workload": name, "unit": unit, "radixserve": ours_v, "peer": peer_v,
                      "ratio": (ours_v / peer_v) if peer_v else None})
         ratio = f"{ours_v / peer_v:6.2f}x" if peer_v else "     -"
         print(f"{name:34} {ours_v:9.1f} {peer_v if peer_v else float('nan'):9.1f} {ratio}  {unit}", flush=True)
 
     wb = ours.model.weight_bytes
-    bw = {1: 0.0, 2: 0.0}  # measured last, so its 512 MiB array stays out of the peak RSS
     print(f"model {os.path.basename(path)}: {wb / 1e6:.1f} MB of weights, kernels {ours.model.kernels}, "
-          f"load {load_s * 1e3:.1f} ms")
+          f"load {load_s * 1e3:.1f} ms; peer: {'llama.cpp (llama-cpp-python)' if peer else 'none installed'}")
     print(f"{'workload':34} {'ours':>9} {'peer':>9} {'ratio':>7}")
     n_prefill = 128 if args.quick else 512
     n_decode = 32 if args.quick else 128
+    vocab = ours.model.n_vocab
+    long_prompt = prompt_tokens(n_prefill, vocab)
+    short_prompt = prompt_tokens(16, vocab, seed=1)
     for th in (1, 2):
-        add(f"prefill {n_prefill} ({th} thr)", "tok/s", best_of(reps, lambda: ours.prefill(n_prefill, th)),
-            (lambda: peer.prefill(n_prefill, th)) if peer else None)
-        add(f"decode {n_decode} ({th} thr)", "tok/s", best_of(reps, lambda: ours.decode(n_decode, th)),
-            (lambda: peer.decode(n_decode, th)) if peer else None)
+        add(f"prefill {n_prefill} ({th} thr)", "tok/s", lambda: ours.prefill(long_prompt, th),
+            lambda: peer.prefill(long_prompt, th))
+        add(f"decode {n_decode} ({th} thr)", "tok/s", lambda: ours.batched_decode(short_prompt, 1, n_decode, th),
+            lambda: peer.batched_decode(short_prompt, 1, n_decode, th))
     ctx = 256 if args.quick else 1024
+    shared = prompt_tokens(ctx, vocab, seed=2)
+    n_gen = 16 if args.quick else 32
     for streams in (1, 2, 4, 8, 16):
         add(f"batched decode x{streams} @{ctx} ctx (2 thr)", "tok/s aggregate",
-            ours.batched_decode(streams, ctx, 16 if args.quick else 32, 2), None)
+            lambda: ours.batched_decode(shared, streams, n_gen, 2),
+            lambda: peer.batched_decode(shared, streams, n_gen, 2))
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rows.append({"workload": "model load", "unit": "ms", "radixserve": load_s * 1e3, "peer": None, "ratio": None})
     rows.append({"workload": "peak RSS", "unit": "MB", "radixserve": rss_mb, "peer": None, "ratio": None})

@@ -69,3 +69,26 @@ def test_bundled_decode_batch_is_bitwise_equal_to_single(bundled_model):
     got = bundled_model.forward(kv, batch)
     for i in range(len(prompts)):
         assert np.array_equal(got[i], solo[i])
+
+
+@pytest.mark.bundled
+def test_forward_releases_the_gil(bundled_model):
+    """A long prefill in a worker thread must leave the interpreter free: the
+    asyncio loop keeps serving while a step runs."""
+    import threading
+
+    kv = bundled_model.kv_store(n_pages=24)
+    tokens = list(range(1000, 1384))
+    done = threading.Event()
+    spins = 0
+
+    def run() -> None:
+        bundled_model.forward(kv, [SeqInput(tokens, 0, range(24))])
+        done.set()
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    while not done.is_set():
+        spins += 1
+    worker.join()
+    assert spins > 10_000, f"the main thread ran only {spins} loop iterations during the forward"

@@ -11,8 +11,11 @@
  * S = sum of |terms|. Each check bounds |simd - scalar| by
  * (n_scalar + n_simd) * u * S, n counting the roundings one term can see in
  * each implementation's chain (plus a few for the horizontal sums), with S
- * computed in double from the very inputs the kernels saw. quantize_q8 and
- * f32_to_f16 must match the scalar reference exactly.
+ * computed in double from the very inputs the kernels saw. (A SIMD lane of
+ * integer products is converted to float exactly, except NEON's Q8_0 lanes
+ * of 8 products, which can exceed 2^24 and round once: at most u * S more,
+ * inside the slack.) quantize_q16 and f32_to_f16 must match the scalar
+ * reference exactly.
  *
  * Usage: test_kernels          run the checks (exit status 1 on a failure)
  *        test_kernels --bench  time gemm_q4_1 / gemm_q8_0, scalar vs SIMD */
@@ -43,8 +46,13 @@ static float rndu(void) { return (float)(rnd64() >> 40) / 16777216.0f; } /* [0, 
 static float rnds(void) { return 2.0f * rndu() - 1.0f; }                 /* [-1, 1) */
 static int rndi(int n) { return (int)(rnd64() % (uint64_t)n); }
 
+/* extreme inputs: every weight at its largest magnitude and every
+ * activation at +-1 (so q = +-32767): the integer sums at their limits */
+static int g_extreme;
+
 /* activations: mostly moderate, some outliers, like hidden states */
 static float rnd_act(void) {
+    if (g_extreme) return rndi(2) ? 1.0f : -1.0f;
     float v = rnds();
     if (rndi(64) == 0) v *= 20.0f;
     return v;
@@ -80,22 +88,24 @@ static void fill_qrow(int type, void *row, int nb) {
         if (type == T_Q4_0) {
             rs_block_q4_0 *blk = (rs_block_q4_0 *)row + b;
             blk->d = rnd_scale(1e-3f, 5e-2f);
-            for (int j = 0; j < RS_QK / 2; j++) blk->qs[j] = (uint8_t)rnd32();
+            for (int j = 0; j < RS_QK / 2; j++) blk->qs[j] = g_extreme ? 0x00 : (uint8_t)rnd32(); /* -8 */
         } else if (type == T_Q4_1) {
             rs_block_q4_1 *blk = (rs_block_q4_1 *)row + b;
             blk->d = f16(1e-3f + 5e-2f * rndu());
             blk->m = rnd_scale(1e-2f, 0.5f);
-            for (int j = 0; j < RS_QK / 2; j++) blk->qs[j] = (uint8_t)rnd32();
+            for (int j = 0; j < RS_QK / 2; j++) blk->qs[j] = g_extreme ? 0xff : (uint8_t)rnd32(); /* 15 */
         } else {
             rs_block_q8_0 *blk = (rs_block_q8_0 *)row + b;
             blk->d = rnd_scale(1e-4f, 1e-2f);
-            for (int j = 0; j < RS_QK; j++) blk->qs[j] = (int8_t)(rndi(255) - 127);
+            /* ggml never writes -128, but a file may hold it: the kernels take |w| <= 128 */
+            for (int j = 0; j < RS_QK; j++)
+                blk->qs[j] = g_extreme ? (int8_t)(rndi(2) ? -128 : 127) : (int8_t)(rndi(256) - 128);
         }
     }
 }
 
 /* sum over blocks of |d_w x.d| sum|q_w q_x| + |m_w x.s|, in double */
-static double qterms(int type, const void *row, const rs_block_q8 *x, int nb) {
+static double qterms(int type, const void *row, const rs_block_q16 *x, int nb) {
     double s = 0.0;
     for (int b = 0; b < nb; b++) {
         double isum = 0.0, dw, extra = 0.0;
@@ -207,7 +217,7 @@ typedef struct {
     int k;
     const char *w;
     size_t ws;
-    const rs_block_q8 *x;
+    const rs_block_q16 *x;
 } qctx;
 
 static void qrun(const void *c, int r0, int r1, int t0, int t1, float *y, size_t ldy) {
@@ -231,8 +241,8 @@ static void test_gemm_q(const rs_kernels *S, const rs_kernels *V, int type, stat
     for (int r = 0; r < nr; r++) fill_qrow(type, w + (size_t)r * ws, nb);
     float *xf = xmalloc(sizeof(float) * (size_t)k * (size_t)nt);
     for (size_t i = 0; i < (size_t)k * (size_t)nt; i++) xf[i] = rnd_act();
-    rs_block_q8 *x = xmalloc(sizeof(rs_block_q8) * (size_t)nb * (size_t)nt);
-    for (int t = 0; t < nt; t++) S->quantize_q8(xf + (size_t)t * k, x + (size_t)t * nb, k);
+    rs_block_q16 *x = xmalloc(sizeof(rs_block_q16) * (size_t)nb * (size_t)nt);
+    for (int t = 0; t < nt; t++) S->quantize_q16(xf + (size_t)t * k, x + (size_t)t * nb, k);
     float *ys = xmalloc(sizeof(float) * ldy * (size_t)nt);
     float *yv = xmalloc(sizeof(float) * ldy * (size_t)nt);
     for (size_t i = 0; i < ldy * (size_t)nt; i++) ys[i] = yv[i] = -7.0f; /* gaps between rows stay */
@@ -423,33 +433,36 @@ static void test_attn(const rs_kernels *S, const rs_kernels *V, int f16kv, stat_
 static void test_quantize(const rs_kernels *S, const rs_kernels *V, stat_t *st) {
     const int k = 32 * 64;
     float *x = xmalloc(sizeof(float) * k);
-    rs_block_q8 *ys = xmalloc(sizeof(rs_block_q8) * (k / 32)), *yv = xmalloc(sizeof(rs_block_q8) * (k / 32));
+    rs_block_q16 *ys = xmalloc(sizeof(rs_block_q16) * (k / 32)), *yv = xmalloc(sizeof(rs_block_q16) * (k / 32));
     for (int rep = 0; rep < 200; rep++) {
         for (int b = 0; b < k / 32; b++) {
             float *xb = x + 32 * b;
             int kind = rndi(8);
             for (int j = 0; j < 32; j++) {
                 switch (kind) {
-                case 0: /* exact ties: amax 127 gives d = 1, x = n + 0.5 */
-                    xb[j] = (float)(rndi(254) - 127) + 0.5f;
+                case 0: /* exact ties: amax 32767 gives d = 1, x = n + 0.5 */
+                    xb[j] = (float)(rndi(65534) - 32767) + 0.5f;
                     break;
                 case 1: xb[j] = 0.0f; break;
                 case 2: xb[j] = rnds() * 1e-42f; break; /* subnormal: d underflows */
                 case 3: xb[j] = rnds() * 1e30f; break;
-                case 4: xb[j] = (float)(rndi(255) - 127) * 0.25f; break; /* many ties at other d */
+                case 4: /* ties at d = 2^-12: amax 32767 * 2^-12 */
+                    xb[j] = ((float)(rndi(65534) - 32767) + 0.5f) * 0x1p-12f;
+                    break;
                 default: xb[j] = rnd_act(); break;
                 }
             }
-            if (kind == 0) xb[rndi(32)] = rndi(2) ? 127.0f : -127.0f;
+            if (kind == 0) xb[rndi(32)] = rndi(2) ? 32767.0f : -32767.0f;
+            if (kind == 4) xb[rndi(32)] = (rndi(2) ? 32767.0f : -32767.0f) * 0x1p-12f;
             if (kind == 1 && rndi(2)) xb[rndi(32)] = -0.0f;
         }
-        S->quantize_q8(x, ys, k);
-        V->quantize_q8(x, yv, k);
+        S->quantize_q16(x, ys, k);
+        V->quantize_q16(x, yv, k);
         for (int b = 0; b < k / 32; b++) {
             st->checks++;
-            if (memcmp(&ys[b], &yv[b], sizeof(rs_block_q8))) {
+            if (memcmp(&ys[b], &yv[b], sizeof(rs_block_q16))) {
                 if (st->fails++ < 5) {
-                    fprintf(stderr, "FAIL quantize_q8 block %d: d %.9g/%.9g s %.9g/%.9g\n", b, (double)ys[b].d,
+                    fprintf(stderr, "FAIL quantize_q16 block %d: d %.9g/%.9g s %.9g/%.9g\n", b, (double)ys[b].d,
                             (double)yv[b].d, (double)ys[b].s, (double)yv[b].s);
                     for (int j = 0; j < 32; j++)
                         if (ys[b].qs[j] != yv[b].qs[j])
@@ -463,17 +476,17 @@ static void test_quantize(const rs_kernels *S, const rs_kernels *V, stat_t *st) 
         for (int b = 0; b < k / 32; b++) {
             float amax = 0;
             for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[32 * b + j]));
-            float d = amax / 127.0f;
+            float d = amax / 32767.0f;
             int sum = 0, bad = ys[b].d != d;
             for (int j = 0; j < 32; j++) {
                 float qf = d != 0 ? roundf(x[32 * b + j] / d) : 0.0f;
-                qf = fminf(fmaxf(qf, -127.0f), 127.0f);
-                bad |= ys[b].qs[j] != (int8_t)qf;
+                qf = fminf(fmaxf(qf, -32767.0f), 32767.0f);
+                bad |= ys[b].qs[j] != (int16_t)qf;
                 sum += (int)qf;
             }
             bad |= ys[b].s != d * (float)sum;
             if (bad) {
-                if (st->fails++ < 5) fprintf(stderr, "FAIL quantize_q8 (scalar) block %d disagrees with the definition\n", b);
+                if (st->fails++ < 5) fprintf(stderr, "FAIL quantize_q16 (scalar) block %d disagrees with the definition\n", b);
                 g_fail = 1;
             }
         }
@@ -581,7 +594,7 @@ static double now(void) {
 }
 
 static void bench_one(const rs_kernels *K, int type, int nr, int nt, int k, const char *w, size_t ws,
-                      const rs_block_q8 *x, float *y) {
+                      const rs_block_q16 *x, float *y) {
     rs_gemm_q_fn fn = qfn(K, type);
     fn(nr, nt, k, w, ws, x, y, (size_t)nr); /* warm */
     int iters = 0;
@@ -609,8 +622,8 @@ static void bench(const rs_kernels *S, const rs_kernels *V) {
         for (int r = 0; r < nr; r++) fill_qrow(type, w + (size_t)r * ws, nb);
         float *xf = xmalloc(sizeof(float) * (size_t)k * 64);
         for (size_t i = 0; i < (size_t)k * 64; i++) xf[i] = rnd_act();
-        rs_block_q8 *x = xmalloc(sizeof(rs_block_q8) * (size_t)nb * 64);
-        for (int t = 0; t < 64; t++) S->quantize_q8(xf + (size_t)t * k, x + (size_t)t * nb, k);
+        rs_block_q16 *x = xmalloc(sizeof(rs_block_q16) * (size_t)nb * 64);
+        for (int t = 0; t < 64; t++) S->quantize_q16(xf + (size_t)t * k, x + (size_t)t * nb, k);
         float *y = xmalloc(sizeof(float) * (size_t)nr * 64);
         for (size_t i = 0; i < sizeof nts / sizeof nts[0]; i++) {
             if (type == T_Q8_0 && nts[i] > 16) continue;
@@ -656,7 +669,12 @@ int main(int argc, char **argv) {
             }
         test_gemm_q(S, V, type, &st, 192, 1, 576, 0);
         test_gemm_q(S, V, type, &st, 8, 130, 64, 0); /* crosses token chunks */
-        snprintf(st.shapes, sizeof st.shapes, "nr x nt x k: 1..37 x 1..70 x {32,64,576,1536}, 192x1x576, 8x130x64");
+        g_extreme = 1; /* integer sums at their limits */
+        test_gemm_q(S, V, type, &st, 5, 7, 1536, 1);
+        test_gemm_q(S, V, type, &st, 4, 4, 64, 0);
+        g_extreme = 0;
+        snprintf(st.shapes, sizeof st.shapes,
+                 "nr x nt x k: 1..37 x 1..70 x {32,64,576,1536}, 192x1x576, 8x130x64, extremes");
         stat_print(&st);
     }
     /* float GEMMs */
@@ -688,7 +706,7 @@ int main(int argc, char **argv) {
         stat_print(&ac);
     }
     memset(&st, 0, sizeof st);
-    st.name = "quantize_q8";
+    st.name = "quantize_q16";
     test_quantize(S, V, &st);
     stat_print(&st);
     memset(&st, 0, sizeof st);
