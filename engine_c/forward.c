@@ -45,29 +45,45 @@ typedef struct fwd {
     int max_ctx;
 } fwd;
 
-/* ---- parallel GEMM over row blocks ---- */
+/* ---- parallel GEMM over row blocks ----
+ * One pool run can cover up to three matrices that read the same input
+ * (q/k/v, gate/up): fewer hand-offs per layer, and one thread's idle tail
+ * on a small matrix is filled by rows of the next. Rows go to tasks in
+ * whole tiles of 16; a task computes its rows for every token. */
 
-typedef struct gemm_job {
+enum { MAX_PARTS = 3 };
+
+typedef struct gemm_part {
     const rs_matrix *w;
     const void *x;          /* rs_block_q16 rows or float rows */
-    int nt;
     float *y;
     size_t ldy;
     int rows_per_task;
+    int first_task;
     rs_gemm_q_fn qfn;
     rs_gemm_f_fn ffn;
+} gemm_part;
+
+typedef struct gemm_job {
+    gemm_part parts[MAX_PARTS];
+    int n_parts;
+    int n_tasks;
+    int nt;
 } gemm_job;
 
 static void gemm_task(void *ctx, int task, int thread) {
     (void)thread;
     gemm_job *j = ctx;
-    int r0 = task * j->rows_per_task;
-    int nr = j->w->rows - r0 < j->rows_per_task ? j->w->rows - r0 : j->rows_per_task;
-    const uint8_t *w = j->w->data + (size_t)r0 * j->w->row_bytes;
-    if (j->qfn)
-        j->qfn(nr, j->nt, j->w->cols, w, j->w->row_bytes, j->x, j->y + r0, j->ldy);
+    int i = j->n_parts - 1;
+    while (task < j->parts[i].first_task) i--;
+    const gemm_part *p = &j->parts[i];
+    int r0 = (task - p->first_task) * p->rows_per_task;
+    int nr = p->w->rows - r0 < p->rows_per_task ? p->w->rows - r0 : p->rows_per_task;
+    const uint8_t *w = p->w->data + (size_t)r0 * p->w->row_bytes;
+    if (p->qfn)
+        p->qfn(nr, j->nt, p->w->cols, w, p->w->row_bytes, p->x, p->y + r0, p->ldy);
     else
-        j->ffn(nr, j->nt, j->w->cols, w, j->w->row_bytes, j->x, j->y + r0, j->ldy);
+        p->ffn(nr, j->nt, p->w->cols, w, p->w->row_bytes, p->x, p->y + r0, p->ldy);
 }
 
 static int is_quantized(int type) {
@@ -84,28 +100,50 @@ static const void *prepare_input(fwd *f, const float *in, int nt, int cols, int 
     return f->xq;
 }
 
-/* y[t*ldy + r] = W row r . input row t, for all rows of W and nt tokens. */
-static void gemm(fwd *f, const rs_matrix *w, const void *input, int nt, float *y, size_t ldy) {
-    gemm_job j = {w, input, nt, y, ldy, 0, NULL, NULL};
+static void job_add(fwd *f, gemm_job *j, const rs_matrix *w, const void *x, float *y, size_t ldy) {
+    gemm_part *p = &j->parts[j->n_parts++];
+    memset(p, 0, sizeof *p);
+    p->w = w;
+    p->x = x;
+    p->y = y;
+    p->ldy = ldy;
     switch (w->type) {
-    case RS_GGML_Q4_0: j.qfn = f->K->gemm_q4_0; break;
-    case RS_GGML_Q4_1: j.qfn = f->K->gemm_q4_1; break;
-    case RS_GGML_Q8_0: j.qfn = f->K->gemm_q8_0; break;
-    case RS_GGML_F16: j.ffn = f->K->gemm_f16; break;
-    case RS_GGML_BF16: j.ffn = f->K->gemm_bf16; break;
-    default: j.ffn = f->K->gemm_f32; break;
+    case RS_GGML_Q4_0: p->qfn = f->K->gemm_q4_0; break;
+    case RS_GGML_Q4_1: p->qfn = f->K->gemm_q4_1; break;
+    case RS_GGML_Q8_0: p->qfn = f->K->gemm_q8_0; break;
+    case RS_GGML_F16: p->ffn = f->K->gemm_f16; break;
+    case RS_GGML_BF16: p->ffn = f->K->gemm_bf16; break;
+    default: p->ffn = f->K->gemm_f32; break;
     }
     int threads = rs_pool_size(f->m->pool);
     /* several tasks per thread to balance; whole tiles of 16 rows each */
     int per = (w->rows + 8 * threads - 1) / (8 * threads);
-    per = (per + 15) / 16 * 16;
-    j.rows_per_task = per;
-    rs_pool_run(f->m->pool, (w->rows + per - 1) / per, gemm_task, &j);
+    p->rows_per_task = (per + 15) / 16 * 16;
+    p->first_task = j->n_tasks;
+    j->n_tasks += (w->rows + p->rows_per_task - 1) / p->rows_per_task;
 }
 
-/* Both sides of a matmul for inputs shared by several matrices. */
+/* y_i[t*ldy_i + r] = W_i row r . input row t, for every matrix i (1 to 3)
+ * that multiplies the same float input `in` (nt rows of w[0]->cols). */
+static void gemm_shared(fwd *f, int n, const rs_matrix *const *w, const float *in, int nt,
+                        float *const *y) {
+    gemm_job j;
+    j.n_parts = 0;
+    j.n_tasks = 0;
+    j.nt = nt;
+    int fused = 1;
+    for (int i = 1; i < n; i++) fused &= w[i]->type == w[0]->type;
+    if (!fused) { /* different types need different inputs: one run each */
+        for (int i = 0; i < n; i++) gemm_shared(f, 1, &w[i], in, nt, &y[i]);
+        return;
+    }
+    const void *x = prepare_input(f, in, nt, w[0]->cols, w[0]->type);
+    for (int i = 0; i < n; i++) job_add(f, &j, w[i], x, y[i], (size_t)w[i]->rows);
+    rs_pool_run(f->m->pool, j.n_tasks, gemm_task, &j);
+}
+
 static void gemm_f(fwd *f, const rs_matrix *w, const float *in, int nt, float *y) {
-    gemm(f, w, prepare_input(f, in, nt, w->cols, w->type), nt, y, (size_t)w->rows);
+    gemm_shared(f, 1, &w, in, nt, &y);
 }
 
 /* ---- elementwise pieces (cheap next to the matmuls; fixed order) ---- */
@@ -175,6 +213,7 @@ enum { ATTN_GROUP = 4 };
 typedef struct attn_job {
     fwd *f;
     int layer;
+    int head_split;  /* tasks per (KV head, group): 1, or G to spread a small batch over threads */
 } attn_job;
 
 static int n_seq_pages(const fwd *f, int t) { return f->tok_pos[t] / f->kv->page_size + 1; }
@@ -191,8 +230,13 @@ static void attn_task(void *ctx, int task, int thread) {
     const rs_kv *kv = f->kv;
     const rs_kernels *K = f->K;
     int hd = hp->head_dim, nh = hp->n_head, ps = kv->page_size, G = nh / hp->n_head_kv;
+    int split = j->head_split;
+    int sub = task % split;
+    task /= split;
     int g = task % hp->n_head_kv;
     int t0 = task / hp->n_head_kv * ATTN_GROUP;
+    /* this task's query heads within the KV head's G: [h0, h1) */
+    int h0 = sub * G / split, h1 = (sub + 1) * G / split;
     int t1 = t0 + ATTN_GROUP < f->T ? t0 + ATTN_GROUP : f->T;
     int f16 = kv->dtype == RS_KV_F16;
     size_t head_off = (size_t)g * hd * kv->elem_size;
@@ -208,7 +252,7 @@ static void attn_task(void *ctx, int task, int thread) {
             if (i * ps >= n) continue;
             int np = n - i * ps < ps ? n - i * ps : ps;
             const uint8_t *kp = page_ptr(f, t, i, j->layer, 0, head_off);
-            for (int hh = 0; hh < G; hh++) {
+            for (int hh = h0; hh < h1; hh++) {
                 const float *q = f->q + (size_t)t * nh * hd + (size_t)(g * G + hh) * hd;
                 float *out = sc + ((size_t)(t - t0) * G + hh) * f->max_ctx + (size_t)i * ps;
                 if (f16) K->attn_scores_f16(np, hd, (const uint16_t *)kp, (size_t)kv->kvd, q, scale, out);
@@ -217,7 +261,7 @@ static void attn_task(void *ctx, int task, int thread) {
         }
     for (int t = t0; t < t1; t++) {
         int n = f->tok_pos[t] + 1;
-        for (int hh = 0; hh < G; hh++) {
+        for (int hh = h0; hh < h1; hh++) {
             float *r = sc + ((size_t)(t - t0) * G + hh) * f->max_ctx;
             float mx = -INFINITY, sum = 0.0f;
             for (int p = 0; p < n; p++) mx = r[p] > mx ? r[p] : mx;
@@ -236,7 +280,7 @@ static void attn_task(void *ctx, int task, int thread) {
             if (i * ps >= n) continue;
             int np = n - i * ps < ps ? n - i * ps : ps;
             const uint8_t *vp = page_ptr(f, t, i, j->layer, 1, head_off);
-            for (int hh = 0; hh < G; hh++) {
+            for (int hh = h0; hh < h1; hh++) {
                 const float *w = sc + ((size_t)(t - t0) * G + hh) * f->max_ctx + (size_t)i * ps;
                 float *acc = f->h + (size_t)t * nh * hd + (size_t)(g * G + hh) * hd;
                 if (f16) K->attn_accum_f16(np, hd, (const uint16_t *)vp, (size_t)kv->kvd, w, acc);
@@ -255,30 +299,29 @@ static void layer_forward(fwd *f, int l) {
 
     for (int t = 0; t < T; t++)
         rmsnorm(f->x + (size_t)t * E, L->attn_norm, f->h + (size_t)t * E, E, hp->rms_eps);
-    /* q, k, v share one quantized input when they share a type */
-    const void *in = prepare_input(f, f->h, T, E, L->wq.type);
-    gemm(f, &L->wq, in, T, f->q, (size_t)Q);
-    if (L->wk.type != L->wq.type) in = prepare_input(f, f->h, T, E, L->wk.type);
-    gemm(f, &L->wk, in, T, f->k, (size_t)KVD);
-    if (L->wv.type != L->wk.type) in = prepare_input(f, f->h, T, E, L->wv.type);
-    gemm(f, &L->wv, in, T, f->v, (size_t)KVD);
+    const rs_matrix *qkv[3] = {&L->wq, &L->wk, &L->wv};
+    float *qkv_out[3] = {f->q, f->k, f->v};
+    gemm_shared(f, 3, qkv, f->h, T, qkv_out);
     for (int t = 0; t < T; t++) {
         const float *c = f->rope_cos + (size_t)t * half, *s = f->rope_sin + (size_t)t * half;
         rope(f->q + (size_t)t * Q, hp->n_head, hp->head_dim, hp->rope_dim, c, s);
         rope(f->k + (size_t)t * KVD, hp->n_head_kv, hp->head_dim, hp->rope_dim, c, s);
     }
     write_kv(f, l);
-    attn_job aj = {f, l};
-    rs_pool_run(f->m->pool, (T + ATTN_GROUP - 1) / ATTN_GROUP * hp->n_head_kv, attn_task, &aj);
+    /* few tasks (a small decode batch): split each KV head's query heads too,
+     * at the price of re-reading its pages from cache */
+    int n_tasks = (T + ATTN_GROUP - 1) / ATTN_GROUP * hp->n_head_kv;
+    int split = n_tasks < 4 * rs_pool_size(f->m->pool) ? hp->n_head / hp->n_head_kv : 1;
+    attn_job aj = {f, l, split};
+    rs_pool_run(f->m->pool, n_tasks * split, attn_task, &aj);
     gemm_f(f, &L->wo, f->h, T, f->tmp);
     for (size_t i = 0; i < (size_t)T * E; i++) f->x[i] += f->tmp[i];
 
     for (int t = 0; t < T; t++)
         rmsnorm(f->x + (size_t)t * E, L->ffn_norm, f->h + (size_t)t * E, E, hp->rms_eps);
-    in = prepare_input(f, f->h, T, E, L->w_gate.type);
-    gemm(f, &L->w_gate, in, T, f->g, (size_t)F);
-    if (L->w_up.type != L->w_gate.type) in = prepare_input(f, f->h, T, E, L->w_up.type);
-    gemm(f, &L->w_up, in, T, f->u, (size_t)F);
+    const rs_matrix *gate_up[2] = {&L->w_gate, &L->w_up};
+    float *gate_up_out[2] = {f->g, f->u};
+    gemm_shared(f, 2, gate_up, f->h, T, gate_up_out);
     for (size_t i = 0; i < (size_t)T * F; i++) {
         float a = f->g[i];
         f->g[i] = a / (1.0f + expf(-a)) * f->u[i];
@@ -401,8 +444,7 @@ int rs_forward(rs_model *m, rs_kv *kv, const int32_t *tokens, int32_t n_tokens, 
         int t = all_logits ? o : seqs[o].tok_offset + seqs[o].n_tokens - 1;
         rmsnorm(f.x + (size_t)t * E, m->output_norm, f.tmp + (size_t)o * E, E, hp->rms_eps);
     }
-    gemm(&f, &m->output, prepare_input(&f, f.tmp, n_out, E, m->output.type), n_out, logits,
-         (size_t)hp->n_vocab);
+    gemm_f(&f, &m->output, f.tmp, n_out, logits);
     fwd_free(&f);
     return RS_OK;
 }
