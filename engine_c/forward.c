@@ -439,12 +439,14 @@ int rs_forward(rs_model *m, rs_kv *kv, const int32_t *tokens, int32_t n_tokens, 
     for (int l = 0; l < hp->n_layer; l++) layer_forward(&f, l);
 
     /* logits of the selected rows, written straight into the caller's buffer */
-    int n_out = all_logits ? n_tokens : n_seqs;
-    for (int o = 0; o < n_out; o++) {
-        int t = all_logits ? o : seqs[o].tok_offset + seqs[o].n_tokens - 1;
-        rmsnorm(f.x + (size_t)t * E, m->output_norm, f.tmp + (size_t)o * E, E, hp->rms_eps);
+    int n_out = 0;
+    for (int t = 0; t < n_tokens; t++) {
+        const rs_seq *s = &seqs[f.tok_seq[t]];
+        int last = t == s->tok_offset + s->n_tokens - 1;
+        if (all_logits || (last && s->want_logits))
+            rmsnorm(f.x + (size_t)t * E, m->output_norm, f.tmp + (size_t)n_out++ * E, E, hp->rms_eps);
     }
-    gemm_f(&f, &m->output, f.tmp, n_out, logits);
+    if (n_out) gemm_f(&f, &m->output, f.tmp, n_out, logits);
     fwd_free(&f);
     return RS_OK;
 }

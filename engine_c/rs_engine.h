@@ -61,6 +61,7 @@ typedef struct rs_seq {
     int32_t start_pos;
     int32_t page_offset;
     int32_t n_pages;
+    int32_t want_logits;  /* 1: a logits row for its last new token; 0: none (a prefill chunk) */
 } rs_seq;
 
 /* ---- model ---- */
@@ -110,9 +111,11 @@ int rs_kv_write_page(rs_kv *kv, int32_t page, const void *src, char *err, size_t
 /* ---- the batched forward ----
  * Runs n_seqs sequences in one pass. Writes K/V of every new token into its
  * sequence's pages, attends causally over the page table, and writes logits:
- * all_logits = 0: one row per sequence (its last new token), row s at
- *                 logits + s * n_vocab;
- * all_logits = 1: one row per new token, in batch order.
+ * all_logits = 0: one row per sequence with want_logits set (its last new
+ *                 token), in batch order: the k-th such sequence's row is
+ *                 at logits + k * n_vocab; a chunk that needs none costs
+ *                 no output matmul;
+ * all_logits = 1: one row per new token, in batch order (want_logits ignored).
  * The logits buffer must hold that many rows of n_vocab floats. */
 int rs_forward(rs_model *m, rs_kv *kv,
                const int32_t *tokens, int32_t n_tokens,

@@ -44,14 +44,16 @@ class Hparams:
 @dataclasses.dataclass(frozen=True, slots=True)
 class SeqInput:
     """One sequence of a batch: new tokens placed at start_pos.., over a page table
-    that covers every position up to the last new one."""
+    that covers every position up to the last new one. want_logits=False (a
+    prefill chunk that is not the prompt's last) skips its output matmul."""
 
     tokens: Sequence[int] | np.ndarray
     start_pos: int
     pages: Sequence[int] | np.ndarray
+    want_logits: bool = True
 
 
-SEQ_FIELDS = 5  # rs_seq: tok_offset, n_tokens, start_pos, page_offset, n_pages
+SEQ_FIELDS = 6  # rs_seq: tok_offset, n_tokens, start_pos, page_offset, n_pages, want_logits
 
 
 class Model:
@@ -117,8 +119,9 @@ class Model:
 
     def forward(self, kv: KVStore, seqs: Sequence[SeqInput], *, all_logits: bool = False,
                 out: np.ndarray | None = None) -> np.ndarray:
-        """Run one batch. Returns logits: one row per sequence (its last new
-        token) or, with all_logits, one row per new token in batch order."""
+        """Run one batch. Returns logits: one row per sequence that wants them
+        (its last new token), in batch order, or, with all_logits, one row per
+        new token in batch order."""
         if not seqs:
             raise EngineArgumentError("empty batch: no sequences")
         toks = [np.asarray(s.tokens, dtype=np.int64).ravel() for s in seqs]
@@ -126,7 +129,7 @@ class Model:
         meta = np.zeros((len(seqs), SEQ_FIELDS), dtype=np.int32)
         tok_off = page_off = 0
         for i, (s, t, p) in enumerate(zip(seqs, toks, tabs)):
-            meta[i] = (tok_off, len(t), int(s.start_pos), page_off, len(p))
+            meta[i] = (tok_off, len(t), int(s.start_pos), page_off, len(p), int(bool(s.want_logits)))
             tok_off += len(t)
             page_off += len(p)
         tokens = _as_i32(np.concatenate(toks), "token id")
@@ -136,14 +139,14 @@ class Model:
     def forward_arrays(self, kv: KVStore, tokens: np.ndarray, seqs: np.ndarray, pages: np.ndarray, *,
                        all_logits: bool = False, out: np.ndarray | None = None) -> np.ndarray:
         """The array form the scheduler uses: tokens int32 [T], seqs int32
-        [n, 5] rows (tok_offset, n_tokens, start_pos, page_offset, n_pages),
-        pages int32 [P]; out float32 [rows, n_vocab], C-contiguous."""
+        [n, 6] rows (tok_offset, n_tokens, start_pos, page_offset, n_pages,
+        want_logits), pages int32 [P]; out float32 [rows, n_vocab], C-contiguous."""
         tokens = _contig(tokens, np.int32, "tokens", 1)
         seqs = _contig(seqs, np.int32, "seqs", 2)
         pages = _contig(pages, np.int32, "pages", 1)
         if seqs.shape[1] != SEQ_FIELDS:
             raise EngineArgumentError(f"seqs must have {SEQ_FIELDS} columns, got {seqs.shape[1]}")
-        rows = len(tokens) if all_logits else len(seqs)
+        rows = len(tokens) if all_logits else int(np.count_nonzero(seqs[:, 5]))
         if out is None:
             out = np.empty((rows, self.hparams.n_vocab), dtype=np.float32)
         elif (out.dtype != np.float32 or not out.flags.c_contiguous or out.ndim != 2

@@ -34,7 +34,8 @@ def greedy_generate(model: Model, prompt: Sequence[int], max_tokens: int, *,
     logits = None
     while pos < len(prompt):
         part = prompt[pos:pos + step]
-        logits = model.forward(kv, [SeqInput(part, pos, pages)])
+        last = pos + len(part) == len(prompt)
+        logits = model.forward(kv, [SeqInput(part, pos, pages, want_logits=last)])
         pos += len(part)
     out: list[int] = []
     assert logits is not None

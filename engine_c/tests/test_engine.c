@@ -100,7 +100,7 @@ static void test_bad_files(const char *model_path, const char *dir) {
 
 static int run(rs_model *m, rs_kv *kv, const int32_t *tok, int nt, int start, const int32_t *pages,
                int np, int all, float *out, char *err) {
-    rs_seq s = {0, nt, start, 0, np};
+    rs_seq s = {0, nt, start, 0, np, 1};
     return rs_forward(m, kv, tok, nt, &s, 1, pages, np, all, out, err, 512);
 }
 
