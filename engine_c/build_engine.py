@@ -4,6 +4,9 @@ The public header is the cdef: one source of truth for the C API. The
 extension is compiled with -O3 but no -march flag: SIMD files pick their own
 instruction sets with `#pragma GCC target`, and the kernel table is chosen at
 load time by CPU detection, so one wheel runs on any x86-64 or aarch64.
+-ffp-contract=off: the scalar reference's float operations stay exactly as
+written (no fused multiply-adds the compiler chose), so the SIMD kernels can
+reproduce them bit for bit whatever the compiler or its mode.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ ffibuilder.set_source(
     '#include "rs_engine.h"',
     sources=_sources(),
     include_dirs=["engine_c"],
-    extra_compile_args=["-std=c11", "-O3", "-Wall", "-Wextra", "-Werror", "-fno-math-errno"],
+    extra_compile_args=["-std=c11", "-O3", "-Wall", "-Wextra", "-Werror", "-fno-math-errno", "-ffp-contract=off"],
     libraries=["m", "pthread"],
 )
 

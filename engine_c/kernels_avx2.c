@@ -2,24 +2,15 @@
  * without -mavx2: the pragma gives this file its own instruction set, and
  * kernels_dispatch.c only hands this table out when the CPU has all three.
  *
- * Determinism (kernels.h): in a quantized GEMM, element (r, t) owns one
- * float lane of an accumulator; per block it gets the exact integer block
- * sum isum (an integer tree over the vpmaddwd lanes, exact in any order),
- * then acc = fma(float(isum), d_r * x.d_t, acc), Q4_1 then
- * acc = fma(m_r, x.s_t, acc), blocks in order. In the float GEMMs every
- * element owns one __m256 accumulator that receives one FMA per 8 elements,
- * in order, and one fixed horizontal sum at the end. The register tile
- * (R rows x T tokens) only decides which lanes live together; every tile
- * shape, edges included, runs the same per-element operation sequence, so
- * results do not depend on nr, nt or where the element falls.
- *
- * Integer dot products: the weights of a block are widened to int16 once
- * per tile (Q4_1: nibbles 0..15, Q4_0: nibble - 8, Q8_0: sign-extended),
- * then reused for every token of the tile: two _mm256_madd_epi16 against
- * the int16 activations (elements 0..15 and 16..31) and one add give 8
- * int32 lanes of 4 products each. Exact: |w| <= 128, |q| <= 32767 (never
- * -32768, so vpmaddwd's one overflow case cannot occur), a block sum is at
- * most 32 * 128 * 32767 < 2^31. */
+ * Quantized GEMMs equal the scalar reference bit for bit: per element and
+ * block the exact int32 block sum (vpmaddwd lanes summed in any order, exact:
+ * |w| <= 128, |q| <= 32767 never -32768, |isum| < 2^31), then the scalar's
+ * float step in its order, no FMA (qstep). 1-2 tokens: qdec8, rows in a
+ * horizontal-sum tile. More: qpack8 + qrows, rows in lanes, no horizontal
+ * sums. Both end in qstep with the same operands, so any path, tile or edge
+ * gives the same bits (kernels.h determinism). Float GEMMs: each element owns
+ * one __m256 accumulator, one FMA per 8 elements in order, one fixed
+ * horizontal sum at the end; the tile only decides which lanes live together. */
 #if defined(__x86_64__)
 
 #if defined(__clang__)
@@ -32,6 +23,7 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define AI static inline __attribute__((always_inline))
@@ -42,8 +34,6 @@
 /* Tokens per chunk: the chunk's activations stay in L2 while every row
  * of the weights streams past them once. */
 #define TOK_CHUNK 64
-/* rows ahead to prefetch: one row group */
-#define PF_ROWS 4
 
 AI uint32_t ld32(const void *p) {
     uint32_t v;
@@ -123,6 +113,53 @@ static void quantize_q16(const float *x, rs_block_q16 *y, int k) {
 
 enum { K_Q4_0, K_Q4_1, K_Q8_0 };
 
+AI size_t qbs(const int kind) {
+    return kind == K_Q4_0 ? sizeof(rs_block_q4_0) : kind == K_Q4_1 ? sizeof(rs_block_q4_1) : sizeof(rs_block_q8_0);
+}
+
+/* The block's 32 weights as int16: elements 0..15 in *lo, 16..31 in *hi
+ * (Q4_1: nibbles 0..15, Q4_0: nibble - 8, Q8_0: sign-extended). */
+AI void unpack(const int kind, const char *blk, __m256i *lo, __m256i *hi) {
+    if (kind == K_Q8_0) {
+        *lo = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 2)));
+        *hi = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 18)));
+        return;
+    }
+    /* byte j holds element j (low nibble) and j + 16 (high nibble) */
+    __m256i w16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(blk + (kind == K_Q4_1 ? 4 : 2))));
+    *lo = _mm256_and_si256(w16, _mm256_set1_epi16(0x0f));
+    *hi = _mm256_srli_epi16(w16, 4);
+    if (kind == K_Q4_0) {
+        *lo = _mm256_sub_epi16(*lo, _mm256_set1_epi16(8));
+        *hi = _mm256_sub_epi16(*hi, _mm256_set1_epi16(8));
+    }
+}
+
+/* The f16 scales of 8 rows' blocks, r[i] the block of row i: Q4_1 reads
+ * [d, m] pairs, the others d plus two bytes of qs they ignore. Returns d in
+ * *d and (Q4_1) m in *m, lane i holding row SIGMA(i): shuffle_ps splitting
+ * the two converted 4-row halves interleaves them as (0,1,4,5, 2,3,6,7). One 32-bit load per
+ * row and two conversions, not eight 16-bit inserts. */
+#define SIGMA(i) ((int[]){0, 1, 4, 5, 2, 3, 6, 7}[i])
+AI void scales8(const char *const r[8], __m256 *d, __m256 *m) {
+    __m256 a = _mm256_cvtph_ps(_mm_setr_epi32((int)ld32(r[0]), (int)ld32(r[1]), (int)ld32(r[2]), (int)ld32(r[3])));
+    __m256 c = _mm256_cvtph_ps(_mm_setr_epi32((int)ld32(r[4]), (int)ld32(r[5]), (int)ld32(r[6]), (int)ld32(r[7])));
+    *d = _mm256_shuffle_ps(a, c, 0x88);
+    *m = _mm256_shuffle_ps(a, c, 0xdd);
+}
+
+/* The scalar reference's float step for one block, lane by lane:
+ *   q4_0, q8_0: acc = acc + (d_w * x.d) * float(isum)
+ *   q4_1:       acc = acc + ((d_w * x.d) * float(isum) + m_w * x.s)
+ * separate multiplies and adds, in the scalar's order (this file is built
+ * with -std=c11, so nothing is contracted into an FMA): every path below
+ * ends in this function, so results equal the scalar's bit for bit. */
+AI __m256 qstep(const int kind, __m256 acc, __m256i isum, __m256 d, __m256 xd, __m256 m, __m256 xs) {
+    __m256 v = _mm256_mul_ps(_mm256_mul_ps(d, xd), _mm256_cvtepi32_ps(isum));
+    if (kind == K_Q4_1) v = _mm256_add_ps(v, _mm256_mul_ps(m, xs));
+    return _mm256_add_ps(acc, v);
+}
+
 /* The 8 int32 lanes of each of p[0..7], summed: lane i of the result is
  * the sum of p[i] (exact integer sums, any order). Pairs, then quads, then
  * the two 128-bit halves. */
@@ -140,210 +177,206 @@ AI __m256i hsum8x8(const __m256i p[8]) {
                             _mm256_permute2x128_si256(u[0], u[1], 0x31));
 }
 
-/* The same for p[0..3] into 4 lanes. */
-AI __m128i hsum8x4(const __m256i p[4]) {
-    __m256i t0 = _mm256_add_epi32(_mm256_unpacklo_epi32(p[0], p[1]), _mm256_unpackhi_epi32(p[0], p[1]));
-    __m256i t1 = _mm256_add_epi32(_mm256_unpacklo_epi32(p[2], p[3]), _mm256_unpackhi_epi32(p[2], p[3]));
-    __m256i u = _mm256_add_epi32(_mm256_unpacklo_epi64(t0, t1), _mm256_unpackhi_epi64(t0, t1));
-    return _mm_add_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
-}
-
-/* One R x T register tile over all nb blocks: rows w (stride ws bytes),
- * tokens x (stride nb blocks), out y[t*ldy + r]. R, T, kind are constants
- * after inlining; R, T <= 4. Element i = r*T + t owns lane i % 8 of float
- * accumulator i / 8 (__m256, or __m128 when R*T <= 4).
- *
- * Per block: the weights of each row are widened to int16 once, two
- * vpmaddwd + one add per element give 8 int32 lanes, a shuffle/add tree
- * turns 8 such vectors into one vector of exact block sums isum_i, and
- *   acc_i = fma(float(isum_i), d_r * x.d_t, acc_i)
- *   Q4_1:  acc_i = fma(m_r, x.s_t, acc_i)
- * float(isum_i) is the scalar's (float)isum, and d_r * x.d_t one rounding,
- * so element i sees the same operations whatever the tile (unused lanes
- * compute values nobody reads). */
-AI void qtile(const int kind, const int R, const int T, int nb, const char *w, size_t ws,
-              const rs_block_q16 *x, float *y, size_t ldy) {
-    const size_t bs = kind == K_Q4_0 ? sizeof(rs_block_q4_0)
-                      : kind == K_Q4_1 ? sizeof(rs_block_q4_1) : sizeof(rs_block_q8_0);
-    const int E = R * T;
-    const int NV = (E + 7) / 8;
-    const __m256i lo4 = _mm256_set1_epi16(0x0f);
-    const __m256i eight = _mm256_set1_epi16(8);
-    const __m256i one = _mm256_set1_epi32(1);
-    /* Q4_1: [d_r, m_r] pairs -> lanes 2r, 2r+1; [x.d_t, x.s_t] -> 2t, 2t+1.
-     * Otherwise d_r -> lane r, x.d_t -> lane t. */
-    const int pr = kind == K_Q4_1 ? 2 : 1;
-    __m256i idx_d[2], idx_x[2];
+/* Decode (one token): 8 rows x 1 token, weights used once. Per block the
+ * x block is loaded once for the 8 rows, each row's 32 products land in 8
+ * int32 lanes (2 vpmaddwd + add), one hsum8x8 gives the 8 block sums, and
+ * 8 scale pairs come from scales8. nv < 8 rows: the missing rows repeat
+ * the last one and are not stored. */
+AI void qdec8(const int kind, int nv, int nb, const char *w, size_t ws, const rs_block_q16 *x, float *y) {
+    const size_t bs = qbs(kind);
+    const char *row[8];
     UNROLL
-    for (int h = 0; h < NV; h++) {
-#define LR(j) (8 * h + (j) < E ? pr * ((8 * h + (j)) / T) : 0)
-#define LT(j) (8 * h + (j) < E ? pr * ((8 * h + (j)) % T) : 0)
-        idx_d[h] = _mm256_setr_epi32(LR(0), LR(1), LR(2), LR(3), LR(4), LR(5), LR(6), LR(7));
-        idx_x[h] = _mm256_setr_epi32(LT(0), LT(1), LT(2), LT(3), LT(4), LT(5), LT(6), LT(7));
-#undef LR
-#undef LT
-    }
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    __m128 acc4 = _mm_setzero_ps();
+    for (int i = 0; i < 8; i++) row[i] = w + (size_t)(i < nv ? i : nv - 1) * ws;
+    __m256 acc = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
-        __m256 dmv, xpv;
-        if (kind == K_Q4_1) {
-            uint32_t dm[4] = {0, 0, 0, 0}; /* raw f16 pairs [d, m] of each row */
-            long long xp[4] = {0, 0, 0, 0}; /* raw f32 pairs [x.d, x.s] of each token */
-            UNROLL
-            for (int r = 0; r < R; r++) dm[r] = ld32(w + r * ws + b * bs);
-            UNROLL
-            for (int t = 0; t < T; t++) memcpy(&xp[t], &x[(size_t)t * nb + b].d, 8);
-            dmv = _mm256_cvtph_ps(_mm_setr_epi32((int)dm[0], (int)dm[1], (int)dm[2], (int)dm[3]));
-            xpv = _mm256_castsi256_ps(_mm256_setr_epi64x(xp[0], xp[1], xp[2], xp[3]));
-        } else {
-            short dr[4] = {0, 0, 0, 0};
-            float xd[4] = {0, 0, 0, 0};
-            UNROLL
-            for (int r = 0; r < R; r++) dr[r] = (short)ld16(w + r * ws + b * bs);
-            UNROLL
-            for (int t = 0; t < T; t++) xd[t] = x[(size_t)t * nb + b].d;
-            dmv = _mm256_cvtph_ps(_mm_setr_epi16(dr[0], dr[1], dr[2], dr[3], 0, 0, 0, 0));
-            xpv = _mm256_castps128_ps256(_mm_setr_ps(xd[0], xd[1], xd[2], xd[3]));
-        }
-        __m256i wlo[4], whi[4];
+        const __m256i xlo = _mm256_loadu_si256((const __m256i *)x[b].qs);
+        const __m256i xhi = _mm256_loadu_si256((const __m256i *)(x[b].qs + 16));
+        const char *blk[8]; /* by row; p[i] is row SIGMA(i), as scales8's lanes */
+        __m256i p[8];
         UNROLL
-        for (int h = 0; h < NV; h++) {
-            __m256i p[8];
-            UNROLL
-            for (int j = 0; j < 8; j++) {
-                const int i = 8 * h + j, r = i / T, t = i % T;
-                if (i >= E) {
-                    p[j] = _mm256_setzero_si256();
-                    continue;
-                }
-                if (t == 0) {
-                    const char *wb = w + r * ws + b * bs;
-                    /* the weights stream from DRAM: ask for the next row group
-                     * now (integer arithmetic: past the last row it is a
-                     * harmless hint) */
-                    _mm_prefetch((const char *)((uintptr_t)wb + PF_ROWS * ws), _MM_HINT_T0);
-                    /* the block's weights as int16: elements 0..15 in wlo, 16..31 in whi */
-                    if (kind == K_Q8_0) {
-                        wlo[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wb + 2)));
-                        whi[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wb + 18)));
-                    } else {
-                        /* nibbles: low halves are elements 0..15, high halves 16..31 */
-                        __m256i w16 = _mm256_cvtepu8_epi16(
-                            _mm_loadu_si128((const __m128i *)(wb + (kind == K_Q4_1 ? 4 : 2))));
-                        wlo[r] = _mm256_and_si256(w16, lo4);
-                        whi[r] = _mm256_srli_epi16(w16, 4);
-                        if (kind == K_Q4_0) {
-                            wlo[r] = _mm256_sub_epi16(wlo[r], eight);
-                            whi[r] = _mm256_sub_epi16(whi[r], eight);
-                        }
-                    }
-                }
-                const int16_t *xq = x[(size_t)t * nb + b].qs;
-                p[j] = _mm256_add_epi32(_mm256_madd_epi16(wlo[r], _mm256_loadu_si256((const __m256i *)xq)),
-                                        _mm256_madd_epi16(whi[r], _mm256_loadu_si256((const __m256i *)(xq + 16))));
-            }
-            __m256 sc = _mm256_mul_ps(_mm256_permutevar8x32_ps(dmv, idx_d[h]), _mm256_permutevar8x32_ps(xpv, idx_x[h]));
-            if (E <= 4) {
-                __m128 f = _mm_cvtepi32_ps(hsum8x4(p));
-                acc4 = _mm_fmadd_ps(f, _mm256_castps256_ps128(sc), acc4);
-                if (kind == K_Q4_1)
-                    acc4 = _mm_fmadd_ps(_mm256_castps256_ps128(_mm256_permutevar8x32_ps(dmv, _mm256_add_epi32(idx_d[h], one))),
-                                        _mm256_castps256_ps128(_mm256_permutevar8x32_ps(xpv, _mm256_add_epi32(idx_x[h], one))),
-                                        acc4);
-            } else {
-                __m256 f = _mm256_cvtepi32_ps(hsum8x8(p));
-                acc[h] = _mm256_fmadd_ps(f, sc, acc[h]);
-                if (kind == K_Q4_1)
-                    acc[h] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(dmv, _mm256_add_epi32(idx_d[h], one)),
-                                             _mm256_permutevar8x32_ps(xpv, _mm256_add_epi32(idx_x[h], one)), acc[h]);
-            }
+        for (int i = 0; i < 8; i++) blk[i] = row[i] + b * bs;
+        UNROLL
+        for (int i = 0; i < 8; i++) {
+            /* the weights stream from DRAM: fetch the next row group's
+             * block now (integer arithmetic: past the end it is a hint) */
+            _mm_prefetch((const char *)((uintptr_t)blk[SIGMA(i)] + 8 * ws), _MM_HINT_T0);
+            __m256i lo, hi;
+            unpack(kind, blk[SIGMA(i)], &lo, &hi);
+            p[i] = _mm256_add_epi32(_mm256_madd_epi16(lo, xlo), _mm256_madd_epi16(hi, xhi));
         }
+        __m256 d, m;
+        scales8(blk, &d, &m);
+        acc = qstep(kind, acc, hsum8x8(p), d, _mm256_set1_ps(x[b].d), m, _mm256_set1_ps(x[b].s));
     }
-    float out[16];
-    if (E <= 4) {
-        _mm_storeu_ps(out, acc4);
-    } else {
-        _mm256_storeu_ps(out, acc[0]);
-        _mm256_storeu_ps(out + 8, acc[1]);
-    }
+    float out[8];
+    _mm256_storeu_ps(out, acc);
     UNROLL
-    for (int r = 0; r < R; r++)
-        UNROLL
-        for (int t = 0; t < T; t++) y[(size_t)t * ldy + r] = out[r * T + t];
+    for (int i = 0; i < 8; i++)
+        if (SIGMA(i) < nv) y[SIGMA(i)] = out[i];
 }
 
-#define QTILE_FN(kind, R, T) \
-    static void qtile_##kind##_##R##_##T(int nb, const char *w, size_t ws, const rs_block_q16 *x, \
-                                         float *y, size_t ldy) { \
-        qtile(kind, R, T, nb, w, ws, x, y, ldy); \
+/* Several tokens: rows in lanes. A group of 8 rows is packed once per token
+ * chunk: per block, 16 vectors P[j] = (pair j of rows 0..7), pair j being
+ * int16 elements 2j, 2j+1 (an 8x8 transpose of 32-bit pairs of the unpacked
+ * weights), plus d and m of the 8 rows as floats. Then for every token,
+ * per block: broadcast the token's pair j, vpmaddwd with P[j], add: after
+ * 16 pairs the 8 lanes hold the 8 rows' exact block sums, with no
+ * horizontal sum, and d, m, x.d, x.s are already in lane order.
+ * Per 8-row group and block: 16 pairs x 8 int32 (512 bytes) + 16 floats. */
+enum { PK_BYTES = 16 * 32 + 16 * 4 };
+
+AI void transpose8(__m256i a[8]) {
+    __m256i t[8], u[8];
+    UNROLL
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_epi32(a[2 * i], a[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_epi32(a[2 * i], a[2 * i + 1]);
     }
-#define QTILE_SET(kind) \
-    QTILE_FN(kind, 1, 1) QTILE_FN(kind, 2, 1) QTILE_FN(kind, 3, 1) QTILE_FN(kind, 4, 1) \
-    QTILE_FN(kind, 1, 2) QTILE_FN(kind, 2, 2) QTILE_FN(kind, 3, 2) QTILE_FN(kind, 4, 2) \
-    QTILE_FN(kind, 1, 3) QTILE_FN(kind, 2, 3) QTILE_FN(kind, 3, 3) QTILE_FN(kind, 4, 3) \
-    QTILE_FN(kind, 1, 4) QTILE_FN(kind, 2, 4) QTILE_FN(kind, 3, 4) QTILE_FN(kind, 4, 4) \
-    static void qtile_##kind(int R, int T, int nb, const char *w, size_t ws, const rs_block_q16 *x, \
-                             float *y, size_t ldy) { \
-        switch (T * 8 + R) { \
-        case 9: qtile_##kind##_1_1(nb, w, ws, x, y, ldy); break; \
-        case 10: qtile_##kind##_2_1(nb, w, ws, x, y, ldy); break; \
-        case 11: qtile_##kind##_3_1(nb, w, ws, x, y, ldy); break; \
-        case 12: qtile_##kind##_4_1(nb, w, ws, x, y, ldy); break; \
-        case 17: qtile_##kind##_1_2(nb, w, ws, x, y, ldy); break; \
-        case 18: qtile_##kind##_2_2(nb, w, ws, x, y, ldy); break; \
-        case 19: qtile_##kind##_3_2(nb, w, ws, x, y, ldy); break; \
-        case 20: qtile_##kind##_4_2(nb, w, ws, x, y, ldy); break; \
-        case 25: qtile_##kind##_1_3(nb, w, ws, x, y, ldy); break; \
-        case 26: qtile_##kind##_2_3(nb, w, ws, x, y, ldy); break; \
-        case 27: qtile_##kind##_3_3(nb, w, ws, x, y, ldy); break; \
-        case 28: qtile_##kind##_4_3(nb, w, ws, x, y, ldy); break; \
-        case 33: qtile_##kind##_1_4(nb, w, ws, x, y, ldy); break; \
-        case 34: qtile_##kind##_2_4(nb, w, ws, x, y, ldy); break; \
-        case 35: qtile_##kind##_3_4(nb, w, ws, x, y, ldy); break; \
-        case 36: qtile_##kind##_4_4(nb, w, ws, x, y, ldy); break; \
-        default: break; \
+    UNROLL
+    for (int i = 0; i < 2; i++) {
+        u[4 * i + 0] = _mm256_unpacklo_epi64(t[4 * i + 0], t[4 * i + 2]);
+        u[4 * i + 1] = _mm256_unpackhi_epi64(t[4 * i + 0], t[4 * i + 2]);
+        u[4 * i + 2] = _mm256_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm256_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    UNROLL
+    for (int i = 0; i < 4; i++) {
+        a[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
+        a[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
+    }
+}
+
+/* nv < 8 rows: the missing lanes repeat the last row (never stored). */
+AI void qpack8(const int kind, int nv, int nb, const char *w, size_t ws, char *pk) {
+    const size_t bs = qbs(kind);
+    const char *row[8];
+    UNROLL
+    for (int r = 0; r < 8; r++) row[r] = w + (size_t)(r < nv ? r : nv - 1) * ws;
+    for (int b = 0; b < nb; b++) {
+        __m256i *P = (__m256i *)(pk + (size_t)b * PK_BYTES);
+        UNROLL
+        for (int half = 0; half < 2; half++) { /* elements 0..15, then 16..31 */
+            __m256i a[8];
+            UNROLL
+            for (int r = 0; r < 8; r++) {
+                /* 8 interleaved row streams defeat the hardware prefetcher
+                 * on a matrix in DRAM: fetch the next group's block */
+                if (!half) _mm_prefetch((const char *)((uintptr_t)(row[r] + b * bs) + 8 * ws), _MM_HINT_T0);
+                __m256i lo, hi;
+                unpack(kind, row[r] + b * bs, &lo, &hi);
+                a[r] = half ? hi : lo;
+            }
+            transpose8(a);
+            UNROLL
+            for (int j = 0; j < 8; j++) _mm256_store_si256(P + 8 * half + j, a[j]);
+        }
+        const char *blk[8];
+        UNROLL
+        for (int i = 0; i < 8; i++) blk[i] = row[i] + b * bs;
+        __m256 d, m; /* lane i is row SIGMA(i): put lane r back to row r */
+        scales8(blk, &d, &m);
+        const __m256i unsigma = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7); /* SIGMA is its own inverse */
+        _mm256_store_ps((float *)(P + 16), _mm256_permutevar8x32_ps(d, unsigma));
+        _mm256_store_ps((float *)(P + 16) + 8, _mm256_permutevar8x32_ps(m, unsigma));
+    }
+}
+
+/* 8 packed rows x T tokens (T <= 4: T int32 sums + T float accumulators
+ * + the pair vector + temporaries fit the 16 registers). */
+AI void qrows(const int kind, const int T, int nv, int nb, const char *pk, const rs_block_q16 *x, float *y,
+              size_t ldy) {
+    __m256 acc[4];
+    UNROLL
+    for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const __m256i *P = (const __m256i *)(pk + (size_t)b * PK_BYTES);
+        const rs_block_q16 *xb[4];
+        __m256i s[4];
+        UNROLL
+        for (int t = 0; t < T; t++) xb[t] = x + (size_t)t * nb + b, s[t] = _mm256_setzero_si256();
+        UNROLL
+        for (int j = 0; j < 16; j++) {
+            const __m256i pj = _mm256_load_si256(P + j);
+            UNROLL
+            for (int t = 0; t < T; t++) {
+                s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(pj, _mm256_set1_epi32((int)ld32(xb[t]->qs + 2 * j))));
+                /* keep the running sum in a register: left alone, GCC
+                 * reassociates the 16 adds into all-madds-first and spills */
+                __asm__("" : "+x"(s[t]));
+            }
+        }
+        const __m256 d = _mm256_load_ps((const float *)(P + 16)), m = _mm256_load_ps((const float *)(P + 16) + 8);
+        UNROLL
+        for (int t = 0; t < T; t++)
+            acc[t] = qstep(kind, acc[t], s[t], d, _mm256_set1_ps(xb[t]->d), m, _mm256_set1_ps(xb[t]->s));
+    }
+    UNROLL
+    for (int t = 0; t < T; t++) {
+        if (nv == 8) {
+            _mm256_storeu_ps(y + (size_t)t * ldy, acc[t]);
+        } else {
+            float out[8];
+            _mm256_storeu_ps(out, acc[t]);
+            memcpy(y + (size_t)t * ldy, out, sizeof(float) * (size_t)nv);
+        }
+    }
+}
+
+#define QKERNELS(name, kind) \
+    static void qdec8_##name(int nv, int nb, const char *w, size_t ws, const rs_block_q16 *x, float *y) { \
+        qdec8(kind, nv, nb, w, ws, x, y); \
+    } \
+    static void qpack8_##name(int nv, int nb, const char *w, size_t ws, char *pk) { \
+        qpack8(kind, nv, nb, w, ws, pk); \
+    } \
+    static void qrows_##name(int T, int nv, int nb, const char *pk, const rs_block_q16 *x, float *y, size_t ldy) { \
+        switch (T) { \
+        case 1: qrows(kind, 1, nv, nb, pk, x, y, ldy); break; \
+        case 2: qrows(kind, 2, nv, nb, pk, x, y, ldy); break; \
+        case 3: qrows(kind, 3, nv, nb, pk, x, y, ldy); break; \
+        default: qrows(kind, 4, nv, nb, pk, x, y, ldy); break; \
         } \
+    } \
+    static void gemm_##name(int nr, int nt, int k, const void *w, size_t w_stride, const rs_block_q16 *x, \
+                            float *y, size_t ldy) { \
+        gemm_q(qdec8_##name, qpack8_##name, qrows_##name, nr, nt, k, w, w_stride, x, y, ldy); \
     }
 
-QTILE_SET(K_Q4_0)
-QTILE_SET(K_Q4_1)
-QTILE_SET(K_Q8_0)
+typedef void (*qdec_fn)(int nv, int nb, const char *w, size_t ws, const rs_block_q16 *x, float *y);
+typedef void (*qpack_fn)(int nv, int nb, const char *w, size_t ws, char *pk);
+typedef void (*qrows_fn)(int T, int nv, int nb, const char *pk, const rs_block_q16 *x, float *y, size_t ldy);
 
-typedef void (*qtile_fn)(int R, int T, int nb, const char *w, size_t ws, const rs_block_q16 *x,
-                         float *y, size_t ldy);
+/* Tokens below which a token's rows go through qdec8 (no packing). */
+#ifndef NT_PACK
+#define NT_PACK 3
+#endif
 
-/* Rows in groups of 4 (their weights stay in L1 across the token groups),
- * tokens in groups of 4, one tile of up to 4 x 4. */
-static void gemm_q(qtile_fn tile, int nr, int nt, int k, const void *w, size_t ws,
+static void gemm_q(qdec_fn dec, qpack_fn pack, qrows_fn rows, int nr, int nt, int k, const void *w, size_t ws,
                    const rs_block_q16 *x, float *y, size_t ldy) {
     const int nb = k / RS_QK;
+    char *pk = NULL;
+    if (nt >= NT_PACK) pk = aligned_alloc(32, (size_t)nb * PK_BYTES);
+    if (!pk) { /* few tokens (or no memory): each token alone, the row group's weights in L1 after the first */
+        for (int r = 0; r < nr; r += 8)
+            for (int t = 0; t < nt; t++)
+                dec(nr - r < 8 ? nr - r : 8, nb, (const char *)w + r * ws, ws, x + (size_t)t * nb, y + (size_t)t * ldy + r);
+        return;
+    }
     for (int t0 = 0; t0 < nt; t0 += TOK_CHUNK) {
         const int t1 = nt - t0 < TOK_CHUNK ? nt : t0 + TOK_CHUNK;
-        for (int r0 = 0; r0 < nr; r0 += 4) {
-            const int rg = nr - r0 < 4 ? nr - r0 : 4;
-            for (int t = t0; t < t1; t += 4) {
-                const int T = t1 - t < 4 ? t1 - t : 4;
-                const rs_block_q16 *xt = x + (size_t)t * nb;
-                float *yt = y + (size_t)t * ldy;
-                tile(rg, T, nb, (const char *)w + r0 * ws, ws, xt, yt + r0, ldy);
-            }
+        for (int r = 0; r < nr; r += 8) {
+            const int nv = nr - r < 8 ? nr - r : 8;
+            pack(nv, nb, (const char *)w + r * ws, ws, pk);
+            for (int t = t0; t < t1; t += 4)
+                rows(t1 - t < 4 ? t1 - t : 4, nv, nb, pk, x + (size_t)t * nb, y + (size_t)t * ldy + r, ldy);
         }
     }
+    free(pk);
 }
 
-static void gemm_q4_0(int nr, int nt, int k, const void *w, size_t w_stride,
-                      const rs_block_q16 *x, float *y, size_t ldy) {
-    gemm_q(qtile_K_Q4_0, nr, nt, k, w, w_stride, x, y, ldy);
-}
-static void gemm_q4_1(int nr, int nt, int k, const void *w, size_t w_stride,
-                      const rs_block_q16 *x, float *y, size_t ldy) {
-    gemm_q(qtile_K_Q4_1, nr, nt, k, w, w_stride, x, y, ldy);
-}
-static void gemm_q8_0(int nr, int nt, int k, const void *w, size_t w_stride,
-                      const rs_block_q16 *x, float *y, size_t ldy) {
-    gemm_q(qtile_K_Q8_0, nr, nt, k, w, w_stride, x, y, ldy);
-}
+QKERNELS(q4_0, K_Q4_0)
+QKERNELS(q4_1, K_Q4_1)
+QKERNELS(q8_0, K_Q8_0)
 
 /* ----------------------------------------------------------- float GEMMs */
 

@@ -15,7 +15,7 @@
  * integer products is converted to float exactly, except NEON's Q8_0 lanes
  * of 8 products, which can exceed 2^24 and round once: at most u * S more,
  * inside the slack.) quantize_q16 and f32_to_f16 must match the scalar
- * reference exactly.
+ * reference exactly, and so must AVX2's quantized GEMMs (g_exact_q).
  *
  * Usage: test_kernels          run the checks (exit status 1 on a failure)
  *        test_kernels --bench  time gemm_q4_1 / gemm_q8_0, scalar vs SIMD */
@@ -30,6 +30,9 @@
 #include <time.h>
 
 static int g_fail;
+/* set where the SIMD quantized GEMMs must equal the scalar's bit for bit
+ * (avx2: same per-block float operations; NEON keeps m*s apart: bounded) */
+static int g_exact_q;
 
 /* ------------------------------------------------------------ random data */
 
@@ -256,6 +259,18 @@ static void test_gemm_q(const rs_kernels *S, const rs_kernels *V, int type, stat
             double S_ = qterms(type, w + (size_t)r * ws, x + (size_t)t * nb, nb);
             close_enough(st, yv[(size_t)t * ldy + r], ys[(size_t)t * ldy + r], S_, n, "value", r, t);
         }
+    if (g_exact_q) /* the SIMD table promises the scalar's very bits */
+        for (int t = 0; t < nt; t++)
+            for (int r = 0; r < nr; r++)
+                if (memcmp(&yv[(size_t)t * ldy + r], &ys[(size_t)t * ldy + r], sizeof(float))) {
+                    if (st->fails++ < 5)
+                        fprintf(stderr, "FAIL %s not bit-identical [%d,%d] (%d x %d x %d): simd %.9g scalar %.9g\n",
+                                st->name, r, t, nr, nt, k, (double)yv[(size_t)t * ldy + r],
+                                (double)ys[(size_t)t * ldy + r]);
+                    g_fail = 1;
+                    t = nt;
+                    break;
+                }
     for (size_t t = 0; t < (size_t)nt; t++)
         for (size_t r = (size_t)nr; r < ldy; r++)
             if (ys[t * ldy + r] != -7.0f || yv[t * ldy + r] != -7.0f) {
@@ -614,20 +629,22 @@ static void bench(const rs_kernels *S, const rs_kernels *V) {
     struct {
         int type, nr, k;
     } cases[] = {{T_Q4_1, 1536, 576}, {T_Q4_1, 576, 1536}, {T_Q8_0, 1536, 576}, {T_Q4_0, 1536, 576}, {T_Q8_0, 49152, 576}};
-    int nts[] = {1, 4, 16, 64};
+    int nts[] = {1, 2, 4, 8, 16, 64, 256};
+    enum { NT_MAX = 256 };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         int type = cases[c].type, nr = cases[c].nr, k = cases[c].k, nb = k / RS_QK;
         size_t ws = qbsize(type) * (size_t)nb;
         char *w = xmalloc(ws * (size_t)nr);
         for (int r = 0; r < nr; r++) fill_qrow(type, w + (size_t)r * ws, nb);
-        float *xf = xmalloc(sizeof(float) * (size_t)k * 64);
-        for (size_t i = 0; i < (size_t)k * 64; i++) xf[i] = rnd_act();
-        rs_block_q16 *x = xmalloc(sizeof(rs_block_q16) * (size_t)nb * 64);
-        for (int t = 0; t < 64; t++) S->quantize_q16(xf + (size_t)t * k, x + (size_t)t * nb, k);
-        float *y = xmalloc(sizeof(float) * (size_t)nr * 64);
+        float *xf = xmalloc(sizeof(float) * (size_t)k * NT_MAX);
+        for (size_t i = 0; i < (size_t)k * NT_MAX; i++) xf[i] = rnd_act();
+        rs_block_q16 *x = xmalloc(sizeof(rs_block_q16) * (size_t)nb * NT_MAX);
+        for (int t = 0; t < NT_MAX; t++) S->quantize_q16(xf + (size_t)t * k, x + (size_t)t * nb, k);
+        float *y = xmalloc(sizeof(float) * (size_t)nr * NT_MAX);
         for (size_t i = 0; i < sizeof nts / sizeof nts[0]; i++) {
             if (type == T_Q8_0 && nts[i] > 16) continue;
-            if (nts[i] == 1 || nts[i] == 64) bench_one(S, type, nr, nts[i], k, w, ws, x, y);
+            if (nr > 4096 && nts[i] != 1 && nts[i] != 4 && nts[i] != 8) continue; /* the output matrix: decode */
+            if (nts[i] == 1 || (nts[i] == 64 && nr <= 4096)) bench_one(S, type, nr, nts[i], k, w, ws, x, y);
             if (V != S) bench_one(V, type, nr, nts[i], k, w, ws, x, y);
         }
         free(w), free(xf), free(x), free(y);
@@ -641,7 +658,7 @@ int main(int argc, char **argv) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-        V = &rs_kernels_avx2;
+        V = &rs_kernels_avx2, g_exact_q = 1;
     else
         printf("note: this CPU lacks AVX2/FMA/F16C: only the scalar table is checked\n");
 #elif defined(__aarch64__)
