@@ -13,6 +13,6 @@ setup(
     python_requires=">=3.10",
     setup_requires=["cffi>=1.16"],
     cffi_modules=["engine_c/build_engine.py:ffibuilder"],
-    install_requires=["cffi>=1.16", "numpy>=1.26"],
+    install_requires=["cffi>=1.16", "numpy>=1.26", "tokenizers>=0.21", "jinja2>=3.1"],
     entry_points={"console_scripts": ["radixserve=radixserve.__main__:main"]},
 )
