@@ -12,7 +12,7 @@ KERNEL_SRC := engine_c/kernels_scalar.c engine_c/kernels_avx2.c engine_c/kernels
 ENGINE_SRC := $(wildcard engine_c/*.c)
 ENGINE_HDR := $(wildcard engine_c/*.h)
 
-.PHONY: all venv build test test-py test-c test-kernels test-kernels-neon test-engine-asan serve bench bench-peer clean
+.PHONY: all venv build test test-py test-c test-kernels test-kernels-neon test-engine-asan test-engine-tsan serve bench bench-peer clean
 
 all: build
 
@@ -37,7 +37,7 @@ test: build test-c
 test-py: build
 	$(VPY) -m pytest -q tests
 
-test-c: test-kernels test-kernels-neon test-engine-asan
+test-c: test-kernels test-kernels-neon test-engine-asan test-engine-tsan
 
 # SIMD kernels against the scalar reference, under AddressSanitizer/UBSan.
 $(BUILD)/test_kernels: engine_c/tests/test_kernels.c $(KERNEL_SRC) engine_c/kernels.h engine_c/quant.h
@@ -65,8 +65,17 @@ $(BUILD)/test_engine: engine_c/tests/test_engine.c $(ENGINE_SRC) $(ENGINE_HDR)
 test-engine-asan: $(BUILD)/test_engine build
 	$(BUILD)/test_engine "$$($(VPY) -m radixserve.model_path)" $(BUILD)
 
+# The same under ThreadSanitizer: the thread pool's claims and hand-offs.
+$(BUILD)/test_engine_tsan: engine_c/tests/test_engine.c $(ENGINE_SRC) $(ENGINE_HDR)
+	@mkdir -p $(BUILD)
+	$(CC) $(CWARN) -O1 -g -fsanitize=thread -Iengine_c \
+		engine_c/tests/test_engine.c $(ENGINE_SRC) -lm -lpthread -o $@
+
+test-engine-tsan: $(BUILD)/test_engine_tsan build
+	TSAN_OPTIONS=halt_on_error=1 $(BUILD)/test_engine_tsan "$$($(VPY) -m radixserve.model_path)" $(BUILD)
+
 serve: build
-	$(VPY) -m radixserve generate 504,3575,282,4649,314 --max-tokens 32
+	$(VPY) -m radixserve generate "What is the capital of France?" --chat --max-tokens 64
 
 bench: build
 	$(VPY) scripts/bench_engine.py --json $(BUILD)/bench_engine.json

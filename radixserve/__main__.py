@@ -1,57 +1,160 @@
-"""The `radixserve` command line.
+"""The `radixserve` command line: generate, chat, tokenize, info.
 
-Subcommands so far: `info` (model hyperparameters and live kernels) and
-`generate` (greedy continuation of token ids on the engine). `serve` arrives
-with the HTTP issue.
+Every subcommand takes -m MODEL (default: the bundled SmolLM2) and
+-t/--threads. A missing or unsupported model file is one line on stderr and
+exit status 2, never a traceback.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from typing import Any
 
+from scheduler.sampling import SamplingError, SamplingParams
+
+from .chat_template import ChatTemplate, ChatTemplateError
 from .engine import Model
-from .greedy import greedy_generate
-from .vocab_text import ids_to_text
+from .errors import EngineError
+from .generation import GenerationConfig, PromptTooLongError, generate
+from .model_path import ModelNotFoundError
+from .tokenizer import Tokenizer, TokenizerError
+
+EXIT_USAGE = 2
 
 
-def _parse_ids(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"token ids must be integers separated by commas: {text!r}") from None
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--model", default=None, help="GGUF model file (default: the bundled SmolLM2-135M-Instruct)")
+    p.add_argument("-t", "--threads", type=int, default=None, help="engine threads (default: all cores)")
+
+
+def _sampling_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-n", "--max-tokens", type=int, default=256, help="most tokens to generate (default 256)")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=40, help="keep the k most likely tokens; 0 is off (default 40)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus: smallest set reaching p (default 0.95)")
+    p.add_argument("--min-p", type=float, default=0.05, help="drop tokens below p x the top one (default 0.05)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (default 1: off)")
+    p.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable); never printed")
+    p.add_argument("--ignore-eos", action="store_true", help="keep generating past end-of-generation tokens")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="radixserve", description="CPU LLM serving with a radix-tree prefix cache.")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    g = sub.add_parser("generate", help="complete a prompt, streaming to the terminal")
+    g.add_argument("prompt", help="prompt text (raw text unless --chat)")
+    g.add_argument("--chat", action="store_true", help="wrap the prompt as a user message in the chat template")
+    g.add_argument("--system", default=None, help="system message for --chat")
+    g.add_argument("--special", action="store_true", help="parse special-token markers such as <|im_start|> in the prompt")
+    g.add_argument("--json", action="store_true", help="print one JSON object instead of the stream")
+    _common(g)
+    _sampling_flags(g)
+    c = sub.add_parser("chat", help="interactive chat (Ctrl-C stops an answer, Ctrl-D quits)")
+    c.add_argument("--system", default=None, help="system message")
+    _common(c)
+    _sampling_flags(c)
+    t = sub.add_parser("tokenize", help="print the token ids of a text")
+    t.add_argument("text")
+    t.add_argument("--special", action="store_true", help="parse special-token markers")
+    t.add_argument("--json", action="store_true", help="print a JSON list")
+    _common(t)
+    i = sub.add_parser("info", help="model hyperparameters and the live kernels")
+    _common(i)
+    return ap
+
+
+def _config(args: argparse.Namespace) -> GenerationConfig:
+    params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                            repetition_penalty=args.repetition_penalty, seed=args.seed)
+    return GenerationConfig(max_tokens=args.max_tokens, sampling=params, stop=tuple(args.stop),
+                            ignore_eos=args.ignore_eos)
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def cmd_generate(args: argparse.Namespace, model: Model, tok: Tokenizer, load_s: float) -> int:
+    config = _config(args)
+    if args.chat:
+        messages = ([{"role": "system", "content": args.system}] if args.system else []) + \
+                   [{"role": "user", "content": args.prompt}]
+        prompt = ChatTemplate.from_model(model, tok).encode(messages)
+    else:
+        prompt = tok.encode(args.prompt, add_special=True, parse_special=args.special)
+    res = generate(model, tok, prompt, config, on_text=None if args.json else _write)
+    if args.json:
+        print(json.dumps({
+            "prompt_tokens": res.prompt_tokens, "tokens": res.tokens, "text": res.text,
+            "finish_reason": res.finish_reason,
+            "timings": {"load_s": load_s, "prefill_tok_s": res.prefill_tok_s, "decode_tok_s": res.decode_tok_s},
+        }))
+    else:
+        _write("\n")
+        print(f"[prompt {len(res.prompt_tokens)} tokens at {res.prefill_tok_s:.1f} tok/s, "
+              f"generated {len(res.tokens)} at {res.decode_tok_s:.1f} tok/s, {res.finish_reason}]", file=sys.stderr)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace, model: Model, tok: Tokenizer) -> int:
+    template = ChatTemplate.from_model(model, tok)
+    config = _config(args)
+    history: list[dict[str, Any]] = [{"role": "system", "content": args.system}] if args.system else []
+    print("radixserve chat: Ctrl-C stops an answer, Ctrl-D quits.", file=sys.stderr)
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            print(file=sys.stderr)
+            return 0
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+            continue
+        if not line.strip():
+            continue
+        history.append({"role": "user", "content": line})
+        res = generate(model, tok, template.encode(history), config, on_text=_write)
+        _write("\n")
+        history.append({"role": "assistant", "content": res.text})
+
+
+def cmd_info(model: Model) -> int:
+    print(f"model    {model.path}")
+    print(f"kernels  {model.kernels}, threads {model.threads}")
+    for name in model.hparams.__dataclass_fields__:
+        print(f"{name:15} {getattr(model.hparams, name)}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="radixserve", description=__doc__)
-    ap.add_argument("-m", "--model", default=None, help="GGUF path (default: the bundled SmolLM2)")
-    ap.add_argument("-t", "--threads", type=int, default=None)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("info", help="print the model's hyperparameters and the live kernels")
-    g = sub.add_parser("generate", help="greedy continuation of a prompt given as token ids")
-    g.add_argument("ids", type=_parse_ids, help="prompt token ids, e.g. 504,3575,282,4649,314")
-    g.add_argument("-n", "--max-tokens", type=int, default=32)
-    args = ap.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    t0 = time.perf_counter()
     try:
         model = Model(args.model, threads=args.threads)
-    except Exception as e:  # a missing or bad model file: say so, exit non-zero
+        tok = Tokenizer.from_model(model)
+    except (ModelNotFoundError, EngineError, TokenizerError) as e:
         print(f"radixserve: {e}", file=sys.stderr)
-        return 1
-    if args.cmd == "info":
-        print(f"model   {model.path}")
-        print(f"kernels {model.kernels}, threads {model.threads}")
-        for k, v in vars(model.hparams).items() if hasattr(model.hparams, "__dict__") else \
-                ((f, getattr(model.hparams, f)) for f in model.hparams.__dataclass_fields__):
-            print(f"{k:15} {v}")
-        return 0
-    eos = model.metadata.get("tokenizer.ggml.eos_token_id")
-    t0 = time.perf_counter()
-    out = greedy_generate(model, args.ids, args.max_tokens, stop_ids=[eos] if eos is not None else [])
-    dt = time.perf_counter() - t0
-    tokens = model.metadata.get("tokenizer.ggml.tokens")
-    print(ids_to_text(tokens, args.ids) + "\x1b[1m" + ids_to_text(tokens, out) + "\x1b[0m")
-    print(f"[{len(out)} tokens in {dt:.2f} s; ids {out}]", file=sys.stderr)
-    return 0
+        return EXIT_USAGE
+    load_s = time.perf_counter() - t0
+    try:
+        if args.cmd == "info":
+            return cmd_info(model)
+        if args.cmd == "tokenize":
+            ids = tok.encode(args.text, parse_special=args.special)
+            print(json.dumps(ids) if args.json else " ".join(map(str, ids)))
+            return 0
+        if args.cmd == "chat":
+            return cmd_chat(args, model, tok)
+        return cmd_generate(args, model, tok, load_s)
+    except (SamplingError, ChatTemplateError, PromptTooLongError, ValueError) as e:
+        print(f"radixserve: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":
