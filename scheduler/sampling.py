@@ -164,6 +164,38 @@ def _top_set(x: np.ndarray, *, count: int = 0, mass: float = 0.0) -> np.ndarray:
     return np.argsort(-x, kind="stable")
 
 
+def _nucleus(x: np.ndarray, top_p: float) -> np.ndarray:
+    """The smallest set of highest-logit ids whose probability reaches top_p,
+    without sorting the vocabulary: tokens within 8 nats of the top usually
+    hold the nucleus, else the rest is searched too; candidates are bucketed
+    by distance below the top (one np.bincount of their weights), buckets
+    above the one where the mass crosses top_p are kept whole, and only that
+    bucket is refined (finer buckets, then a sort of a few hundred ids, ties
+    by id)."""
+    d = float(x.max()) - x
+    w = np.exp(-d)
+    target = top_p * float(w.sum(dtype=np.float64))
+    near = np.flatnonzero(d < 8.0)
+    near_mass = float(w[near].sum(dtype=np.float64))
+    kept: list[np.ndarray] = []
+    if near_mass >= target:
+        ring, lo, width, base = near, 0.0, 8.0 / 64, 0.0
+    else:
+        kept.append(near)
+        ring, lo, width, base = np.flatnonzero(d >= 8.0), 8.0, 1.0, near_mass
+    while len(ring) > 256 and width > 1e-6:
+        bucket = np.minimum((d[ring] - lo) / width, 63.0).astype(np.int64)
+        c = base + np.cumsum(np.bincount(bucket, weights=w[ring], minlength=64))
+        k = min(int(np.searchsorted(c, target, side="left")), 63)
+        kept.append(ring[bucket < k])
+        base = c[k - 1] if k else base
+        ring, lo, width = ring[bucket == k], lo + k * width, width / 64
+    ring = ring[np.argsort(d[ring], kind="stable")]
+    cr = base + np.cumsum(w[ring], dtype=np.float64)
+    kept.append(ring[:min(int(np.searchsorted(cr, target, side="left")) + 1, len(ring))])
+    return np.concatenate(kept)
+
+
 def _kept(x: np.ndarray, p: SamplingParams) -> np.ndarray | None:
     """The ids top-k, top-p and min-p keep (None: all of them), as llama.cpp's
     chain does: each filter judges the untempered distribution left by the
@@ -175,13 +207,11 @@ def _kept(x: np.ndarray, p: SamplingParams) -> np.ndarray | None:
         ids = _top_set(x, count=p.top_k)[:p.top_k]
     if p.top_p < 1.0:
         if ids is None:
-            total = float(np.exp(x - mx).sum(dtype=np.float64))
-            ids = _top_set(x, mass=p.top_p * total)
+            ids = _nucleus(x, p.top_p)
         else:
-            total = float(np.exp(x[ids] - mx).sum(dtype=np.float64))
-        c = np.cumsum(np.exp(x[ids].astype(np.float64) - mx))
-        keep = min(int(np.searchsorted(c, p.top_p * total, side="left")) + 1, len(ids))
-        ids = ids[:keep]
+            w = np.exp(x[ids].astype(np.float64) - mx)
+            c = np.cumsum(w)
+            ids = ids[:min(int(np.searchsorted(c, p.top_p * c[-1], side="left")) + 1, len(ids))]
     if p.min_p > 0.0:
         floor = mx + math.log(p.min_p)
         ids = np.flatnonzero(x >= floor) if ids is None else ids[x[ids] >= floor]
