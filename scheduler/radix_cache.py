@@ -101,6 +101,13 @@ class RadixCache:
         return MatchResult(pages=pages, n_tokens=n_tokens, namespace=root_ns,
                            node=path[-1] if path else root)
 
+    def peek(self, tokens: object, namespace: Namespace = None) -> int:
+        """Page-aligned length of the cached prefix of ``tokens``, changing
+        nothing (no access time, no split, no counters): for ordering a queue."""
+        q = as_id_array(tokens, "tokens")
+        root = self._roots.get(check_namespace(namespace))
+        return 0 if root is None else self._descend(root, q)[1]
+
     def _descend(self, root: Node, q: np.ndarray) -> tuple[list[Node], int]:
         """Walk down without changing anything. Returns the nodes the match enters
         (the last may be entered only partly) and the matched, page-aligned length.
