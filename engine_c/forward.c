@@ -262,15 +262,7 @@ static void attn_task(void *ctx, int task, int thread) {
     for (int t = t0; t < t1; t++) {
         int n = f->tok_pos[t] + 1;
         for (int hh = h0; hh < h1; hh++) {
-            float *r = sc + ((size_t)(t - t0) * G + hh) * f->max_ctx;
-            float mx = -INFINITY, sum = 0.0f;
-            for (int p = 0; p < n; p++) mx = r[p] > mx ? r[p] : mx;
-            for (int p = 0; p < n; p++) {
-                r[p] = expf(r[p] - mx);
-                sum += r[p];
-            }
-            float inv = 1.0f / sum;
-            for (int p = 0; p < n; p++) r[p] *= inv;
+            K->softmax(sc + ((size_t)(t - t0) * G + hh) * f->max_ctx, n);
             memset(f->h + (size_t)t * nh * hd + (size_t)(g * G + hh) * hd, 0, (size_t)hd * sizeof(float));
         }
     }

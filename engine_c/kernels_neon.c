@@ -461,6 +461,7 @@ const rs_kernels rs_kernels_neon = {
     .attn_scores_f32 = attn_scores_f32,
     .attn_accum_f32 = attn_accum_f32,
     .f32_to_f16 = f32_to_f16,
+    .softmax = rs_softmax_neon,
 };
 
 #else

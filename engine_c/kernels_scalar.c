@@ -188,6 +188,18 @@ static void attn_accum_f32(int npos, int hd, const float *v, size_t stride,
     }
 }
 
+/* libm's expf, max first so every exponent is <= 0; sum in position order. */
+static void softmax(float *x, int n) {
+    float mx = -INFINITY, sum = 0.0f;
+    for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    float inv = 1.0f / sum;
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
 static void f32_to_f16(const float *x, uint16_t *y, int n) {
     for (int i = 0; i < n; i++) y[i] = rs_f32_to_f16(x[i]);
 }
@@ -206,4 +218,5 @@ const rs_kernels rs_kernels_scalar = {
     .attn_scores_f32 = attn_scores_f32,
     .attn_accum_f32 = attn_accum_f32,
     .f32_to_f16 = f32_to_f16,
+    .softmax = softmax,
 };

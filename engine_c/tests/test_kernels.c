@@ -651,6 +651,39 @@ static void bench(const rs_kernels *S, const rs_kernels *V) {
     }
 }
 
+/* Softmax rows: SIMD (polynomial exp, lane-order sum) against scalar
+ * (expf, position-order sum). Per element |a - b| <= (8 + n) u * max(b, 1e-30):
+ * a few ulp for exp, and the sum of n terms taken in another order. Nothing
+ * past x[n] is written. */
+static void test_softmax(const rs_kernels *S, const rs_kernels *V, stat_t *st) {
+    static const int lens[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 100, 257, 1000, 4099};
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++)
+        for (int kind = 0; kind < 3; kind++) {
+            int n = lens[li];
+            float *a = malloc(sizeof(float) * (size_t)(n + 1)), *b = malloc(sizeof(float) * (size_t)(n + 1));
+            for (int i = 0; i < n; i++) {
+                float v = kind == 0 ? rnds() * 20.0f               /* wide: many tiny weights */
+                          : kind == 1 ? (float)(rnd64() % 5) * 0.5f /* ties */
+                                      : rnds() * 100.0f;         /* exponents far below -87 */
+                a[i] = b[i] = v;
+            }
+            a[n] = b[n] = 12345.0f;
+            S->softmax(b, n);
+            V->softmax(a, n);
+            double total = 0;
+            for (int i = 0; i < n; i++) {
+                double ref = b[i] > 1e-30 ? b[i] : 1e-30;
+                close_enough(st, a[i], b[i], ref, 8.0 + n, "softmax", n, i);
+                total += a[i];
+            }
+            if (fabs(total - 1.0) > 1e-5 || a[n] != 12345.0f) {
+                if (st->fails++ < 5) fprintf(stderr, "FAIL softmax n=%d: sum %.9g, guard %g\n", n, total, a[n]);
+                g_fail = 1;
+            }
+            free(a), free(b);
+        }
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(int argc, char **argv) {
@@ -722,6 +755,11 @@ int main(int argc, char **argv) {
         stat_print(&sc);
         stat_print(&ac);
     }
+    memset(&st, 0, sizeof st);
+    st.name = "softmax";
+    test_softmax(S, V, &st);
+    snprintf(st.shapes, sizeof st.shapes, "n in 1..4099: wide, ties, below exp's range");
+    stat_print(&st);
     memset(&st, 0, sizeof st);
     st.name = "quantize_q16";
     test_quantize(S, V, &st);
