@@ -25,6 +25,7 @@ import asyncio
 import collections
 import concurrent.futures
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import Hashable, Sequence as Seq
@@ -40,6 +41,8 @@ from .request import (FinishReason, GenerateRequest, RequestError, RequestHandle
                       TokenEvent)
 from .sampling import SamplerState, SamplingError, sample_batch
 from .step_stats import Counters, StepStats
+
+log = logging.getLogger("radixserve.scheduler")
 
 
 @dataclasses.dataclass(slots=True)
@@ -220,7 +223,12 @@ class Scheduler:
                     self._finish(entry.seq, FinishReason.ERROR, error=f"engine error: {e}")
             else:
                 t2 = time.perf_counter()
-                self._commit(plan, logits)
+                try:
+                    self._commit(plan, logits)
+                except Exception as e:  # a bug must not hang every client: fail this batch, log, go on
+                    log.exception("scheduler commit failed; failing the batch's sequences")
+                    for entry in plan:
+                        self._finish(entry.seq, FinishReason.ERROR, error=f"internal error: {e}")
             t3 = time.perf_counter()
             self._record(plan, (t1 - t0) + (t3 - t2), t2 - t1)
 
