@@ -76,7 +76,7 @@ test-engine-tsan: $(BUILD)/test_engine_tsan build
 	TSAN_OPTIONS=halt_on_error=1 $(BUILD)/test_engine_tsan "$$($(VPY) -m radixserve.model_path)" $(BUILD)
 
 serve: build
-	$(VPY) -m radixserve generate "What is the capital of France?" --chat --max-tokens 64
+	$(VPY) -m radixserve serve $(SERVE_ARGS)
 
 bench: build
 	$(VPY) scripts/bench_engine.py --json $(BUILD)/bench_engine.json

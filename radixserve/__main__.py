@@ -1,4 +1,4 @@
-"""The `radixserve` command line: generate, chat, tokenize, info.
+"""The `radixserve` command line: serve, generate, chat, tokenize, info.
 
 Every subcommand takes -m MODEL (default: the bundled SmolLM2) and
 -t/--threads. A missing or unsupported model file is one line on stderr and
@@ -63,7 +63,57 @@ def build_parser() -> argparse.ArgumentParser:
     _common(t)
     i = sub.add_parser("info", help="model hyperparameters and the live kernels")
     _common(i)
+    _serve_parser(sub)
     return ap
+
+
+def _serve_parser(sub: Any) -> None:
+    s = sub.add_parser("serve", help="run the HTTP server (OpenAI-compatible API)")
+    _common(s)
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: loopback only)")
+    s.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    s.add_argument("--served-model-name", default=None, help="model id clients use (default: the file name)")
+    kv = s.add_mutually_exclusive_group()
+    kv.add_argument("--kv-pages", type=int, default=None, help="KV cache size in pages (default 1024)")
+    kv.add_argument("--kv-bytes", type=int, default=None, help="KV cache size in bytes")
+    s.add_argument("--page-size", type=int, default=16, help="tokens per KV page (default 16)")
+    s.add_argument("--max-running", type=int, default=32, help="most sequences decoding at once (default 32)")
+    s.add_argument("--max-batch-tokens", type=int, default=512, help="tokens per engine step (default 512)")
+    s.add_argument("-c", "--ctx-size", type=int, default=None, help="context limit (default: the model's)")
+    s.add_argument("--max-waiting", type=int, default=256, help="queued requests before 429 (default 256)")
+    sp = s.add_mutually_exclusive_group()
+    sp.add_argument("--system-prompt", default=None, help="default system message, pinned in the prefix cache")
+    sp.add_argument("--system-prompt-file", default=None, help="read the system prompt from a file")
+    s.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (all but /health)")
+    s.add_argument("--shutdown-grace", type=float, default=10.0,
+                   help="seconds running requests get to finish on SIGTERM (default 10)")
+    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from scheduler.config import ConfigError, SchedulerConfig
+
+    from .model_path import resolve_model_path
+    from .server.config import ServerConfig, ServerConfigError
+    from .server.serve import serve
+
+    try:
+        resolve_model_path(args.model)
+        system = args.system_prompt
+        if args.system_prompt_file:
+            with open(args.system_prompt_file, encoding="utf-8") as f:
+                system = f.read()
+        sched = SchedulerConfig(max_running=args.max_running, max_batch_tokens=args.max_batch_tokens,
+                                context_length=args.ctx_size)
+        config = ServerConfig(model_path=args.model, served_model_name=args.served_model_name,
+                              threads=args.threads, kv_pages=args.kv_pages, kv_bytes=args.kv_bytes,
+                              page_size=args.page_size, scheduler=sched, system_prompt=system or None,
+                              api_key=args.api_key, max_waiting=args.max_waiting,
+                              shutdown_grace_s=args.shutdown_grace)
+    except (ModelNotFoundError, OSError, ConfigError, ServerConfigError) as e:
+        print(f"radixserve: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return serve(config, args.host, args.port, args.log_level)
 
 
 def _config(args: argparse.Namespace) -> GenerationConfig:
@@ -132,6 +182,8 @@ def cmd_info(model: Model) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.cmd == "serve":
+        return cmd_serve(args)
     t0 = time.perf_counter()
     try:
         model = Model(args.model, threads=args.threads)
