@@ -14,6 +14,6 @@ setup(
     setup_requires=["cffi>=1.16"],
     cffi_modules=["engine_c/build_engine.py:ffibuilder"],
     install_requires=["cffi>=1.16", "numpy>=1.26", "tokenizers>=0.21", "jinja2>=3.1", "aiohttp>=3.9",
-                      "prometheus-client>=0.20", "uvloop>=0.19; sys_platform != 'win32'"],
+                      "prometheus-client>=0.20", "msgpack>=1.0", "uvloop>=0.19; sys_platform != 'win32'"],
     entry_points={"console_scripts": ["radixserve=radixserve.__main__:main"]},
 )

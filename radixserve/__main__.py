@@ -87,6 +87,15 @@ def _serve_parser(sub: Any) -> None:
     s.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (all but /health)")
     s.add_argument("--shutdown-grace", type=float, default=10.0,
                    help="seconds running requests get to finish on SIGTERM (default 10)")
+    s.add_argument("--socket-port", type=int, default=None,
+                   help="also serve the msgpack socket protocol on this TCP port (0 picks a free one)")
+    s.add_argument("--socket-host", default="127.0.0.1", help="address of --socket-port (default 127.0.0.1)")
+    s.add_argument("--unix-socket", default=None, metavar="PATH",
+                   help="also serve the msgpack socket protocol on a Unix socket at PATH")
+    s.add_argument("--cache-file", default=None, metavar="PATH",
+                   help="prefix-cache snapshot: loaded at start, saved on shutdown and by POST /v1/cache/save")
+    s.add_argument("--cache-save-interval", type=float, default=None, metavar="SECONDS",
+                   help="also save the prefix cache every SECONDS (needs --cache-file)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -109,7 +118,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                               threads=args.threads, kv_pages=args.kv_pages, kv_bytes=args.kv_bytes,
                               page_size=args.page_size, scheduler=sched, system_prompt=system or None,
                               api_key=args.api_key, max_waiting=args.max_waiting,
-                              shutdown_grace_s=args.shutdown_grace)
+                              shutdown_grace_s=args.shutdown_grace, cache_file=args.cache_file,
+                              cache_save_interval_s=args.cache_save_interval, socket_port=args.socket_port,
+                              socket_host=args.socket_host, unix_socket=args.unix_socket)
     except (ModelNotFoundError, OSError, ConfigError, ServerConfigError) as e:
         print(f"radixserve: {e}", file=sys.stderr)
         return EXIT_USAGE

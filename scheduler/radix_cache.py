@@ -242,6 +242,28 @@ class RadixCache:
         self._locks[handle.uid] = handle
         return handle
 
+    def lock_nodes(self, uids: object) -> list[LockHandle]:
+        """Lock the nodes with these uids (from ``dump_tree``), and so their ancestors.
+
+        For a snapshot: unlike match-then-lock this changes no access time and
+        no counter, so saving the cache does not disturb its LRU order; until
+        the handles are released none of those pages is evicted, so they keep
+        their data. Uids no longer in the tree raise StaleMatchError before
+        anything is locked. Mutates: lock counts, the evictable set.
+        """
+        want = set(uids)  # type: ignore[call-overload]
+        found: list[tuple[Namespace, Node]] = []
+        for ns, root in self._roots.items():
+            stack = list(root.children.values())
+            while stack:
+                n = stack.pop()
+                stack.extend(n.children.values())
+                if n.uid in want:
+                    found.append((ns, n))
+        if len(found) != len(want):
+            raise StaleMatchError(f"{len(want) - len(found)} of the nodes to lock are no longer in the tree")
+        return [self.lock(MatchResult(n.pages, n.end, ns, n)) for ns, n in found]
+
     def unlock(self, handle: LockHandle) -> None:
         """Release a lock handle (exactly once). Mutates: lock counts, the evictable set."""
         if not isinstance(handle, LockHandle):

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import native, openai_api
+from . import cache_api, native, openai_api
 from .auth import Handler, auth_middleware
 from .config import ServerConfig
 from .errors import ApiError, from_http_exception
@@ -73,5 +73,6 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     r.add_get("/v1/system_prompt", native.get_system_prompt)
     r.add_put("/v1/system_prompt", native.put_system_prompt)
     r.add_get("/v1/cache", native.cache)
+    r.add_post("/v1/cache/save", cache_api.save)
     r.add_get("/openapi.json", openapi)
     return app

@@ -25,6 +25,11 @@ class ServerConfig:
     max_body_bytes: int = 8 << 20
     max_waiting: int = 256                 # queued requests beyond this get a 429
     shutdown_grace_s: float = 10.0
+    cache_file: str | None = None          # prefix-cache snapshot: loaded at start, saved at shutdown
+    cache_save_interval_s: float | None = None  # also save every this many seconds (needs cache_file)
+    socket_port: int | None = None         # the msgpack socket protocol on TCP (0: a free port); None: off
+    socket_host: str = "127.0.0.1"
+    unix_socket: str | None = None         # the msgpack socket protocol on a Unix socket at this path
 
     def __post_init__(self) -> None:
         if self.kv_pages is not None and self.kv_bytes is not None:
@@ -43,6 +48,18 @@ class ServerConfig:
             raise ServerConfigError(f"max_waiting must be a positive int, got {self.max_waiting!r}")
         if self.max_body_bytes < 1024:
             raise ServerConfigError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
+        if self.socket_port is not None and (isinstance(self.socket_port, bool) or not isinstance(self.socket_port, int)
+                                             or not 0 <= self.socket_port <= 65535):
+            raise ServerConfigError(f"socket_port must be an int in [0, 65535], got {self.socket_port!r}")
+        if self.unix_socket is not None and not self.unix_socket:
+            raise ServerConfigError("unix_socket must not be empty")
+        if self.cache_file is not None and not self.cache_file:
+            raise ServerConfigError("cache_file must not be empty")
+        if self.cache_save_interval_s is not None:
+            if self.cache_file is None:
+                raise ServerConfigError("cache_save_interval_s needs cache_file")
+            if isinstance(self.cache_save_interval_s, bool) or not self.cache_save_interval_s > 0:
+                raise ServerConfigError(f"cache_save_interval_s must be > 0, got {self.cache_save_interval_s!r}")
         if self.shutdown_grace_s < 0:
             raise ServerConfigError(f"shutdown_grace_s must be >= 0, got {self.shutdown_grace_s}")
 

@@ -118,6 +118,7 @@ def document() -> dict[str, Any]:
                                   "put": _op("replace it; answers once pinned", _json(_ref("SystemPrompt")),
                                              "SystemPrompt")},
             "/v1/cache": {"get": _op("prefix cache statistics and tree", _json(_ref("Cache")))},
+            "/v1/cache/save": {"post": _op("write the prefix cache to --cache-file now", _json(obj))},
             "/openapi.json": {"get": _op("this document", _json(obj))},
         },
     }

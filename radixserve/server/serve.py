@@ -12,9 +12,11 @@ import signal
 
 from aiohttp import web
 
+from ..wire.server import WireServer
 from .app import create_app
 from .config import ServerConfig
 from .keys import STATE
+from .state import ServerState
 
 log = logging.getLogger("radixserve.server")
 
@@ -30,6 +32,7 @@ async def run_server(config: ServerConfig, host: str, port: int) -> int:
     await site.start()
     for addr in runner.addresses:
         log.info("listening on http://%s:%s", addr[0], addr[1])
+    wire = await _start_wire(config, app[STATE])
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -46,9 +49,25 @@ async def run_server(config: ServerConfig, host: str, port: int) -> int:
     stopper.cancel()
     log.info("stopping: %d running, %d waiting; grace %.0f s", *_queue(state), config.shutdown_grace_s)
     state.stopping = True
+    if wire is not None:
+        await wire.close(config.shutdown_grace_s)
     await runner.cleanup()
     log.info("stopped")
     return rc
+
+
+async def _start_wire(config: ServerConfig, state: ServerState) -> WireServer | None:
+    """The msgpack socket front (--socket-port, --unix-socket), sharing the app's state."""
+    if config.socket_port is None and config.unix_socket is None:
+        return None
+    wire = WireServer(state)
+    if config.socket_port is not None:
+        await wire.start_tcp(config.socket_host, config.socket_port)
+    if config.unix_socket is not None:
+        await wire.start_unix(config.unix_socket)
+    for addr in wire.addresses:
+        log.info("listening on %s (msgpack protocol)", addr)
+    return wire
 
 
 def _queue(state) -> tuple[int, int]:  # type: ignore[no-untyped-def]

@@ -11,7 +11,9 @@ import time
 
 from scheduler.scheduler import Scheduler
 
+from ..cache_persist import LoadReport, load_cache, save_cache
 from ..chat_template import ChatTemplate, PromptPrefix
+from ..snapshot_file import WriteReport
 from ..engine import Model
 from ..tokenizer import Tokenizer
 from .config import ServerConfig
@@ -44,6 +46,9 @@ class ServerState:
         self.stopping = False
         self.load_task: asyncio.Task[None] | None = None
         self._system_lock = asyncio.Lock()
+        self._save_lock = asyncio.Lock()
+        self._autosave: asyncio.Task[None] | None = None
+        self.cache_load: LoadReport | None = None
 
     @property
     def ready(self) -> bool:
@@ -65,10 +70,15 @@ class ServerState:
         try:
             model, tok, template, kv = await asyncio.get_running_loop().run_in_executor(None, self._open)
             sched = Scheduler(model, kv, cfg.scheduler)
+            if cfg.cache_file:  # before the loop starts: nothing else touches the cache yet
+                self.cache_load = await asyncio.get_running_loop().run_in_executor(
+                    None, load_cache, sched, cfg.cache_file)
             await sched.start()
             self.loaded = Loaded(model, tok, template, sched, cfg.model_name(model.path), int(time.time()))
             if cfg.system_prompt:
                 await self.set_system_prompt(cfg.system_prompt)
+            if cfg.cache_file and cfg.cache_save_interval_s:
+                self._autosave = asyncio.get_running_loop().create_task(self._save_every(cfg.cache_save_interval_s))
         except Exception as e:
             self.load_error = f"{type(e).__name__}: {e}"
             log.error("load failed: %s", self.load_error)
@@ -91,9 +101,35 @@ class ServerState:
         return model, tok, template, kv
 
     async def close(self) -> None:
+        """Stop the scheduler (requests in flight are cancelled and their pages
+        cached), then save the prefix cache if a cache file is configured."""
         self.stopping = True
+        if self._autosave is not None:
+            self._autosave.cancel()
+            await asyncio.gather(self._autosave, return_exceptions=True)  # a save in progress completes
         if self.loaded is not None:
             await self.loaded.scheduler.stop()
+            if self.config.cache_file:
+                try:
+                    await self.save_cache(reserve_pages=0)  # nothing runs any more: save all of it
+                except OSError as e:
+                    log.error("could not save the prefix cache to %s: %s", self.config.cache_file, e)
+
+    async def save_cache(self, reserve_pages: int | None = None) -> WriteReport:
+        """Write the prefix cache to the configured file (one save at a time;
+        serving continues meanwhile). Raises OSError when it cannot be written."""
+        loaded = self.loaded
+        assert loaded is not None and self.config.cache_file
+        async with self._save_lock:
+            return await save_cache(loaded.scheduler, self.config.cache_file, reserve_pages=reserve_pages)
+
+    async def _save_every(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.save_cache()
+            except OSError as e:
+                log.error("periodic save of the prefix cache to %s failed: %s", self.config.cache_file, e)
 
     async def set_system_prompt(self, text: str) -> PromptPrefix:
         """Render the system turn as the chat template does, prefill and pin its
