@@ -78,8 +78,17 @@ test-engine-tsan: $(BUILD)/test_engine_tsan build
 serve: build
 	$(VPY) -m radixserve serve $(SERVE_ARGS)
 
+# Every benchmark prints a table and writes JSON under build/ (ratios against
+# the peer measured in the same run where one is installed).
 bench: build
 	$(VPY) scripts/bench_engine.py --json $(BUILD)/bench_engine.json
+	$(VPY) scripts/bench_sampling.py --json $(BUILD)/bench_sampling.json
+	$(VPY) scripts/bench_radix.py --json $(BUILD)/bench_radix.json
+	$(VPY) scripts/bench_tokenizer.py --json $(BUILD)/bench_tokenizer.json
+	$(VPY) scripts/bench_prefix.py --quick --json $(BUILD)/bench_prefix.json
+	$(VPY) scripts/bench_persist.py --json $(BUILD)/bench_persist.json
+	$(VPY) scripts/bench_socket.py --json $(BUILD)/bench_socket.json
+	$(VPY) scripts/bench_http.py --json $(BUILD)/bench_http.json
 
 # The peer, llama-cpp-python, compiles llama.cpp (minutes): never part of test or CI.
 bench-peer: build
