@@ -206,8 +206,12 @@ static void write_kv(fwd *f, int layer) {
  * batch tokens. Within a task the loops run page-major: page i of every
  * token in the group, then page i+1, so a page that several sequences share
  * (a common prompt) is fetched from memory once per step and then re-read
- * from L1. Each query's scores, softmax and V sums still run in its own
- * position order with the same kernels, so grouping never changes a result. */
+ * from L1. Per page, the queries of all group tokens that read the same
+ * physical page go to one multi-query kernel call (scores: the rows are
+ * converted once for all of them). Each query's scores, softmax and V sums
+ * still run in its own position order with a per-query operation sequence
+ * the kernels fix (kernels.h: bit-identical whatever nq or the other
+ * queries), so grouping, head_split and threads never change a result. */
 enum { ATTN_GROUP = 4 };
 
 typedef struct attn_job {
@@ -221,6 +225,43 @@ static int n_seq_pages(const fwd *f, int t) { return f->tok_pos[t] / f->kv->page
 static const uint8_t *page_ptr(const fwd *f, int t, int i, int layer, int which, size_t head_off) {
     const rs_seq *s = &f->seqs[f->tok_seq[t]];
     return rs_kv_ptr(f->kv, f->pages[s->page_offset + i], layer, which) + head_off;
+}
+
+/* Prefetch one page's rows of this head (the next pages of the walk). */
+static void prefetch_page(const uint8_t *p, int np, size_t row_bytes, size_t head_bytes) {
+    for (int r = 0; r < np; r++)
+        for (size_t o = 0; o < head_bytes; o += 64) __builtin_prefetch(p + (size_t)r * row_bytes + o, 0, 3);
+}
+
+enum { ATTN_QCAP = 32, ATTN_PF = 2 /* pages ahead */ };
+
+/* queries (or weight rows) gathered for one multi-query kernel call */
+typedef struct attn_batch {
+    int nq, npmax;
+    const uint8_t *page;
+    const float *in[ATTN_QCAP]; /* scores: the queries; accum: the weights */
+    float *out[ATTN_QCAP];      /* scores: the score rows; accum: the sums */
+    int np[ATTN_QCAP];
+} attn_batch;
+
+static void attn_flush(const fwd *f, int which, attn_batch *b) {
+    const rs_kernels *K = f->K;
+    const rs_kv *kv = f->kv;
+    int hd = f->m->hp.head_dim;
+    if (!b->nq) return;
+    if (which == 0) {
+        float scale = 1.0f / sqrtf((float)hd);
+        if (kv->dtype == RS_KV_F16)
+            K->attn_scores_f16_multi(b->npmax, hd, (const uint16_t *)b->page, (size_t)kv->kvd, b->nq, b->in, scale, b->out);
+        else
+            K->attn_scores_f32_multi(b->npmax, hd, (const float *)b->page, (size_t)kv->kvd, b->nq, b->in, scale, b->out);
+    } else {
+        if (kv->dtype == RS_KV_F16)
+            K->attn_accum_f16_multi(hd, (const uint16_t *)b->page, (size_t)kv->kvd, b->nq, b->np, b->in, b->out);
+        else
+            K->attn_accum_f32_multi(hd, (const float *)b->page, (size_t)kv->kvd, b->nq, b->np, b->in, b->out);
+    }
+    b->nq = 0, b->npmax = 0;
 }
 
 static void attn_task(void *ctx, int task, int thread) {
@@ -238,47 +279,67 @@ static void attn_task(void *ctx, int task, int thread) {
     /* this task's query heads within the KV head's G: [h0, h1) */
     int h0 = sub * G / split, h1 = (sub + 1) * G / split;
     int t1 = t0 + ATTN_GROUP < f->T ? t0 + ATTN_GROUP : f->T;
-    int f16 = kv->dtype == RS_KV_F16;
     size_t head_off = (size_t)g * hd * kv->elem_size;
-    float scale = 1.0f / sqrtf((float)hd);
+    size_t row_bytes = (size_t)kv->kvd * kv->elem_size, head_bytes = (size_t)hd * kv->elem_size;
     /* sc row (t - t0) * G + hh holds query (t, head g*G+hh)'s scores */
     float *sc = f->scores + (size_t)thread * ATTN_GROUP * G * f->max_ctx;
     int max_pages = 0;
     for (int t = t0; t < t1; t++) max_pages = n_seq_pages(f, t) > max_pages ? n_seq_pages(f, t) : max_pages;
+    /* one multi-query call per page and run of group tokens that read the
+     * same physical page (a sequence's consecutive tokens): the kernels
+     * convert each row once for all of them, and give every query the bits
+     * it would get alone */
+    attn_batch b;
+    b.nq = 0, b.npmax = 0, b.page = NULL;
+    /* Software prefetch ATTN_PF pages ahead where few queries share a page
+     * (decode: one token per sequence) and the walk is memory-bound; a
+     * prefill chunk (one sequence's tokens) computes long enough per page
+     * that it only costs (measured). */
+    int pf_on = !(t1 - t0 > 1 && f->tok_seq[t0] == f->tok_seq[t1 - 1]);
 
-    for (int i = 0; i < max_pages; i++)
-        for (int t = t0; t < t1; t++) {
-            int n = f->tok_pos[t] + 1;
-            if (i * ps >= n) continue;
-            int np = n - i * ps < ps ? n - i * ps : ps;
-            const uint8_t *kp = page_ptr(f, t, i, j->layer, 0, head_off);
-            for (int hh = h0; hh < h1; hh++) {
-                const float *q = f->q + (size_t)t * nh * hd + (size_t)(g * G + hh) * hd;
-                float *out = sc + ((size_t)(t - t0) * G + hh) * f->max_ctx + (size_t)i * ps;
-                if (f16) K->attn_scores_f16(np, hd, (const uint16_t *)kp, (size_t)kv->kvd, q, scale, out);
-                else K->attn_scores_f32(np, hd, (const float *)kp, (size_t)kv->kvd, q, scale, out);
+    for (int which = 0; which < 2; which++) {
+        for (int t = t0; t < t1 && pf_on; t++)
+            for (int i = 0; i < ATTN_PF && i * ps < f->tok_pos[t] + 1; i++)
+                prefetch_page(page_ptr(f, t, i, j->layer, which, head_off), ps, row_bytes, head_bytes);
+        for (int i = 0; i < max_pages; i++) {
+            const uint8_t *last_pf = NULL;
+            for (int t = t0; t < t1 && pf_on; t++) {
+                int ip = i + ATTN_PF, n = f->tok_pos[t] + 1;
+                if (ip * ps >= n) continue;
+                const uint8_t *pf = page_ptr(f, t, ip, j->layer, which, head_off);
+                if (pf != last_pf) prefetch_page(pf, n - ip * ps < ps ? n - ip * ps : ps, row_bytes, head_bytes);
+                last_pf = pf;
             }
+            for (int t = t0; t < t1; t++) {
+                int n = f->tok_pos[t] + 1;
+                if (i * ps >= n) continue;
+                const uint8_t *p = page_ptr(f, t, i, j->layer, which, head_off);
+                if (p != b.page) attn_flush(f, which, &b);
+                b.page = p;
+                int np = n - i * ps < ps ? n - i * ps : ps;
+                for (int hh = h0; hh < h1; hh++) {
+                    if (b.nq == ATTN_QCAP) attn_flush(f, which, &b);
+                    float *row = sc + ((size_t)(t - t0) * G + hh) * f->max_ctx + (size_t)i * ps;
+                    float *hrow = f->h + (size_t)t * nh * hd + (size_t)(g * G + hh) * hd;
+                    b.in[b.nq] = which == 0 ? f->q + (size_t)t * nh * hd + (size_t)(g * G + hh) * hd : row;
+                    b.out[b.nq] = which == 0 ? row : hrow;
+                    b.np[b.nq] = np;
+                    b.npmax = np > b.npmax ? np : b.npmax;
+                    b.nq++;
+                }
+            }
+            attn_flush(f, which, &b);
+            b.page = NULL;
         }
-    for (int t = t0; t < t1; t++) {
-        int n = f->tok_pos[t] + 1;
-        for (int hh = h0; hh < h1; hh++) {
-            K->softmax(sc + ((size_t)(t - t0) * G + hh) * f->max_ctx, n);
-            memset(f->h + (size_t)t * nh * hd + (size_t)(g * G + hh) * hd, 0, (size_t)hd * sizeof(float));
-        }
+        if (which == 0)
+            for (int t = t0; t < t1; t++) {
+                int n = f->tok_pos[t] + 1;
+                for (int hh = h0; hh < h1; hh++) {
+                    K->softmax(sc + ((size_t)(t - t0) * G + hh) * f->max_ctx, n);
+                    memset(f->h + (size_t)t * nh * hd + (size_t)(g * G + hh) * hd, 0, (size_t)hd * sizeof(float));
+                }
+            }
     }
-    for (int i = 0; i < max_pages; i++)
-        for (int t = t0; t < t1; t++) {
-            int n = f->tok_pos[t] + 1;
-            if (i * ps >= n) continue;
-            int np = n - i * ps < ps ? n - i * ps : ps;
-            const uint8_t *vp = page_ptr(f, t, i, j->layer, 1, head_off);
-            for (int hh = h0; hh < h1; hh++) {
-                const float *w = sc + ((size_t)(t - t0) * G + hh) * f->max_ctx + (size_t)i * ps;
-                float *acc = f->h + (size_t)t * nh * hd + (size_t)(g * G + hh) * hd;
-                if (f16) K->attn_accum_f16(np, hd, (const uint16_t *)vp, (size_t)kv->kvd, w, acc);
-                else K->attn_accum_f32(np, hd, (const float *)vp, (size_t)kv->kvd, w, acc);
-            }
-        }
 }
 
 /* ---- one layer, the whole pass ---- */

@@ -50,6 +50,24 @@ typedef struct rs_kernels {
                             const float *q, float scale, float *out);
     void (*attn_accum_f32)(int npos, int hd, const float *v, size_t stride,
                            const float *w, float *acc);
+    /* The same for nq queries that read one page (q[j], out[j], w[j],
+     * acc[j] for query j < nq): scores out[j][p], p < npos; accum
+     * acc[j][i] += sum_{p < npos[j]} w[j][p] * V row p [i]. Each query gets
+     * bit for bit what the single-query entries above give it (they are these
+     * with nq == 1), whatever nq, its place in the list or the other queries:
+     * SIMD scores run per (query, row) one FMA chain over hd in vector lanes,
+     * then one fixed sum tree over the lanes (the row's own lane of a tree
+     * over 8 rows (AVX2) or 4 (NEON); other rows never enter it), plus an
+     * fmaf tail for hd % lanes, times scale; accum is the fmaf chain in p
+     * order per element. The scalar table runs its loops per query. */
+    void (*attn_scores_f16_multi)(int npos, int hd, const uint16_t *k, size_t stride, int nq,
+                                  const float *const *q, float scale, float *const *out);
+    void (*attn_accum_f16_multi)(int hd, const uint16_t *v, size_t stride, int nq, const int *npos,
+                                 const float *const *w, float *const *acc);
+    void (*attn_scores_f32_multi)(int npos, int hd, const float *k, size_t stride, int nq,
+                                  const float *const *q, float scale, float *const *out);
+    void (*attn_accum_f32_multi)(int hd, const float *v, size_t stride, int nq, const int *npos,
+                                 const float *const *w, float *const *acc);
     /* float -> half, round to nearest even (writing K/V pages). */
     void (*f32_to_f16)(const float *x, uint16_t *y, int n);
     /* In place: x[i] = exp(x[i] - max) / sum, n >= 1 (one attention row).

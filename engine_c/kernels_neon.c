@@ -358,41 +358,106 @@ static void gemm_bf16(int nr, int nt, int k, const void *w, size_t w_stride,
 
 /* ------------------------------------------------------------- attention */
 
-AI void scores_rows(const int kind, const int P, int hd, const char *k, size_t stride_bytes,
-                    const float *q, float scale, float *out) {
+/* 4 rows' accumulators -> one vector, lane r = row r's sum, the same tree
+ * for every lane: (x0+x1)+(x2+x3). */
+AI float32x4_t hsum4x4(float32x4_t a0, float32x4_t a1, float32x4_t a2, float32x4_t a3) {
+    return vpaddq_f32(vpaddq_f32(a0, a1), vpaddq_f32(a2, a3));
+}
+
+/* Scores of one query against R <= 8 rows. Per row: one accumulator, one
+ * FMA per 4 elements in order, hsum4x4 (absent rows are zero lanes that
+ * never meet a present one), plus a scalar fmaf tail when hd % 4 != 0,
+ * times scale. kind K_F32 also reads the converted scratch rows: f16 -> f32
+ * is exact, so both paths give the same bits. */
+AI void sblock(const int kind, const int R, int hd, const char *k, size_t sb, const float *q, float scale,
+               float *out) {
     const size_t es = kind == K_F32 ? 4 : 2;
-    float32x4_t acc[4];
+    float32x4_t acc[8];
     UNROLL
-    for (int p = 0; p < P; p++) acc[p] = vdupq_n_f32(0.0f);
+    for (int r = 0; r < 8; r++) acc[r] = vdupq_n_f32(0.0f);
     const int h4 = hd & ~3;
     for (int i = 0; i < h4; i += 4) {
         float32x4_t qv = vld1q_f32(q + i);
         UNROLL
-        for (int p = 0; p < P; p++)
-            acc[p] = vfmaq_f32(acc[p], load_w4(kind, k + p * stride_bytes + i * es), qv);
+        for (int r = 0; r < R; r++) acc[r] = vfmaq_f32(acc[r], load_w4(kind, k + r * sb + i * es), qv);
     }
-    UNROLL
-    for (int p = 0; p < P; p++) {
-        float tail = 0.0f;
-        for (int i = h4; i < hd; i++) tail = fmaf(load_w1(kind, k + p * stride_bytes + i * es), q[i], tail);
-        out[p] = scale * (hsum4(acc[p]) + tail);
+    float32x4_t s0 = hsum4x4(acc[0], acc[1], acc[2], acc[3]), s1 = hsum4x4(acc[4], acc[5], acc[6], acc[7]);
+    if (h4 < hd) {
+        float tail[8] = {0};
+        for (int r = 0; r < R; r++)
+            for (int i = h4; i < hd; i++) tail[r] = fmaf(load_w1(kind, k + r * sb + i * es), q[i], tail[r]);
+        s0 = vaddq_f32(s0, vld1q_f32(tail));
+        s1 = vaddq_f32(s1, vld1q_f32(tail + 4));
+    }
+    s0 = vmulq_n_f32(s0, scale);
+    s1 = vmulq_n_f32(s1, scale);
+    if (R == 8) {
+        vst1q_f32(out, s0);
+        vst1q_f32(out + 4, s1);
+    } else {
+        float tmp[8];
+        vst1q_f32(tmp, s0);
+        vst1q_f32(tmp + 4, s1);
+        memcpy(out, tmp, (size_t)R * 4);
     }
 }
 
-AI void scores(const int kind, int npos, int hd, const char *k, size_t stride_bytes, const float *q,
-               float scale, float *out) {
-    int p = 0;
-    for (; p + 4 <= npos; p += 4) scores_rows(kind, 4, hd, k + p * stride_bytes, stride_bytes, q, scale, out + p);
-    for (; p < npos; p++) scores_rows(kind, 1, hd, k + p * stride_bytes, stride_bytes, q, scale, out + p);
+AI void sblock_any(const int kind, int R, int hd, const char *k, size_t sb, const float *q, float scale,
+                   float *out) {
+    if (R == 8) sblock(kind, 8, hd, k, sb, q, scale, out);
+    else sblock(kind, R, hd, k, sb, q, scale, out);
+}
+
+/* Scores of many queries: an 8-row block converted once into a scratch
+ * (hd <= SCR_HD) that every query then reads. Measured (Zen 4, hd 64, rows
+ * in L1): pays from about 8 queries on; below that converting on the fly per
+ * query is as fast. Accum never pays (FMA-bound either way), so it runs the
+ * single-query loop per query with the page's rows hot in L1. */
+enum { SCR_HD = 256, SCR_MINQ = 8 };
+
+static void cvt_rows(int n, int hd, const char *k, size_t sb, float *dst) {
+    const int h4 = hd & ~3;
+    for (int r = 0; r < n; r++) {
+        const char *kr = k + r * sb;
+        float *d = dst + (size_t)r * hd;
+        int i = 0;
+        for (; i < h4; i += 4) vst1q_f32(d + i, load_w4(K_F16, kr + i * 2));
+        for (; i < hd; i++) d[i] = load_w1(K_F16, kr + i * 2);
+    }
+}
+
+AI void scores_multi(const int kind, int npos, int hd, const char *k, size_t sb, int nq, const float *const *q,
+                     float scale, float *const *out) {
+    if (kind == K_F32 || nq < SCR_MINQ || hd > SCR_HD) {
+        for (int p = 0; p < npos; p += 8) {
+            const int R = npos - p < 8 ? npos - p : 8;
+            for (int j = 0; j < nq; j++) sblock_any(kind, R, hd, k + p * sb, sb, q[j], scale, out[j] + p);
+        }
+        return;
+    }
+    float buf[8 * SCR_HD];
+    for (int p = 0; p < npos; p += 8) {
+        const int R = npos - p < 8 ? npos - p : 8;
+        cvt_rows(R, hd, k + p * sb, sb, buf);
+        for (int j = 0; j < nq; j++) sblock_any(K_F32, R, hd, (const char *)buf, (size_t)hd * 4, q[j], scale, out[j] + p);
+    }
 }
 
 static void attn_scores_f16(int npos, int hd, const uint16_t *k, size_t stride,
                             const float *q, float scale, float *out) {
-    scores(K_F16, npos, hd, (const char *)k, stride * 2, q, scale, out);
+    scores_multi(K_F16, npos, hd, (const char *)k, stride * 2, 1, &q, scale, &out);
 }
 static void attn_scores_f32(int npos, int hd, const float *k, size_t stride,
                             const float *q, float scale, float *out) {
-    scores(K_F32, npos, hd, (const char *)k, stride * 4, q, scale, out);
+    scores_multi(K_F32, npos, hd, (const char *)k, stride * 4, 1, &q, scale, &out);
+}
+static void attn_scores_f16_multi(int npos, int hd, const uint16_t *k, size_t stride, int nq,
+                                  const float *const *q, float scale, float *const *out) {
+    scores_multi(K_F16, npos, hd, (const char *)k, stride * 2, nq, q, scale, out);
+}
+static void attn_scores_f32_multi(int npos, int hd, const float *k, size_t stride, int nq,
+                                  const float *const *q, float scale, float *const *out) {
+    scores_multi(K_F32, npos, hd, (const char *)k, stride * 4, nq, q, scale, out);
 }
 
 AI void accum(const int kind, int npos, int hd, const char *v, size_t stride_bytes, const float *w,
@@ -433,6 +498,21 @@ static void attn_accum_f32(int npos, int hd, const float *v, size_t stride,
     accum(K_F32, npos, hd, (const char *)v, stride * 4, w, acc);
 }
 
+/* Each query: accum over its npos[j] rows (the page's rows stay in L1). */
+AI void accum_multi(const int kind, int hd, const char *v, size_t sb, int nq, const int *npos,
+                    const float *const *w, float *const *acc) {
+    for (int j = 0; j < nq; j++) accum(kind, npos[j], hd, v, sb, w[j], acc[j]);
+}
+
+static void attn_accum_f16_multi(int hd, const uint16_t *v, size_t stride, int nq, const int *npos,
+                                 const float *const *w, float *const *acc) {
+    accum_multi(K_F16, hd, (const char *)v, stride * 2, nq, npos, w, acc);
+}
+static void attn_accum_f32_multi(int hd, const float *v, size_t stride, int nq, const int *npos,
+                                 const float *const *w, float *const *acc) {
+    accum_multi(K_F32, hd, (const char *)v, stride * 4, nq, npos, w, acc);
+}
+
 /* ----------------------------------------------------------- conversions */
 
 static void f32_to_f16(const float *x, uint16_t *y, int n) {
@@ -460,6 +540,10 @@ const rs_kernels rs_kernels_neon = {
     .attn_accum_f16 = attn_accum_f16,
     .attn_scores_f32 = attn_scores_f32,
     .attn_accum_f32 = attn_accum_f32,
+    .attn_scores_f16_multi = attn_scores_f16_multi,
+    .attn_accum_f16_multi = attn_accum_f16_multi,
+    .attn_scores_f32_multi = attn_scores_f32_multi,
+    .attn_accum_f32_multi = attn_accum_f32_multi,
     .f32_to_f16 = f32_to_f16,
     .softmax = rs_softmax_neon,
 };

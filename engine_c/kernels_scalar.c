@@ -188,6 +188,24 @@ static void attn_accum_f32(int npos, int hd, const float *v, size_t stride,
     }
 }
 
+/* nq queries: each one exactly the single-query kernel */
+static void attn_scores_f16_multi(int npos, int hd, const uint16_t *k, size_t stride, int nq,
+                                  const float *const *q, float scale, float *const *out) {
+    for (int j = 0; j < nq; j++) attn_scores_f16(npos, hd, k, stride, q[j], scale, out[j]);
+}
+static void attn_accum_f16_multi(int hd, const uint16_t *v, size_t stride, int nq, const int *npos,
+                                 const float *const *w, float *const *acc) {
+    for (int j = 0; j < nq; j++) attn_accum_f16(npos[j], hd, v, stride, w[j], acc[j]);
+}
+static void attn_scores_f32_multi(int npos, int hd, const float *k, size_t stride, int nq,
+                                  const float *const *q, float scale, float *const *out) {
+    for (int j = 0; j < nq; j++) attn_scores_f32(npos, hd, k, stride, q[j], scale, out[j]);
+}
+static void attn_accum_f32_multi(int hd, const float *v, size_t stride, int nq, const int *npos,
+                                 const float *const *w, float *const *acc) {
+    for (int j = 0; j < nq; j++) attn_accum_f32(npos[j], hd, v, stride, w[j], acc[j]);
+}
+
 /* libm's expf, max first so every exponent is <= 0; sum in position order. */
 static void softmax(float *x, int n) {
     float mx = -INFINITY, sum = 0.0f;
@@ -217,6 +235,10 @@ const rs_kernels rs_kernels_scalar = {
     .attn_accum_f16 = attn_accum_f16,
     .attn_scores_f32 = attn_scores_f32,
     .attn_accum_f32 = attn_accum_f32,
+    .attn_scores_f16_multi = attn_scores_f16_multi,
+    .attn_accum_f16_multi = attn_accum_f16_multi,
+    .attn_scores_f32_multi = attn_scores_f32_multi,
+    .attn_accum_f32_multi = attn_accum_f32_multi,
     .f32_to_f16 = f32_to_f16,
     .softmax = softmax,
 };

@@ -443,6 +443,112 @@ static void test_attn(const rs_kernels *S, const rs_kernels *V, int f16kv, stat_
     free(a0), free(as), free(av), free(a1);
 }
 
+/* Multi-query attention: nq queries against one page. (1) SIMD against the
+ * scalar reference, per query, with the single-query bounds. (2) For every
+ * table and nq = 1..12 (queries in a rotated order, each with its own
+ * position count for accum): every query's scores and sums bit-identical to
+ * the single-query entry's, so grouping queries can never change an output.
+ * (3) The multi path sees no rows past npos: scores write exactly npos
+ * values per query. */
+enum { MQ = 12 };
+
+static void multi_call(const rs_kernels *K, int f16kv, int scores, int npos, int hd, const uint16_t *kh,
+                       const float *kf, size_t stride, int nq, const float *const *in, float scale,
+                       const int *nps, float *const *out) {
+    if (scores) {
+        if (f16kv) K->attn_scores_f16_multi(npos, hd, kh, stride, nq, in, scale, out);
+        else K->attn_scores_f32_multi(npos, hd, kf, stride, nq, in, scale, out);
+    } else {
+        if (f16kv) K->attn_accum_f16_multi(hd, kh, stride, nq, nps, in, out);
+        else K->attn_accum_f32_multi(hd, kf, stride, nq, nps, in, out);
+    }
+}
+
+static void test_attn_multi(const rs_kernels *S, const rs_kernels *V, int f16kv, stat_t *sc, stat_t *ac, int npos,
+                            int hd) {
+    const size_t stride = (size_t)hd + (size_t)rndi(3) * 8 + (size_t)rndi(2);
+    const size_t n = stride * (size_t)(npos > 0 ? npos : 1);
+    uint16_t *kh = xmalloc(2 * n);
+    float *kf = xmalloc(4 * n);
+    for (size_t i = 0; i < n; i++) {
+        kh[i] = f16(rnds());
+        kf[i] = rs_f16_to_f32(kh[i]);
+    }
+    const float scale = 0.125f + 0.01f * rndu();
+    const size_t W = (size_t)npos + 9; /* a guard past npos */
+    float *q = xmalloc(4 * (size_t)hd * MQ), *w = xmalloc(4 * W * MQ), *a0 = xmalloc(4 * (size_t)hd * MQ);
+    int nps[MQ];
+    for (int j = 0; j < MQ; j++) {
+        for (int i = 0; i < hd; i++) q[(size_t)j * hd + i] = rnd_act(), a0[(size_t)j * hd + i] = rnds();
+        nps[j] = j == 0 ? npos : rndi(npos + 1);
+        for (size_t p = 0; p < W; p++) w[(size_t)j * W + p] = rndu() / (float)(npos ? npos : 1);
+    }
+    /* single-query results of each table: [table][query] */
+    float *one = xmalloc(4 * 2 * MQ * W), *oneacc = xmalloc(4 * 2 * MQ * (size_t)hd);
+    float *got = xmalloc(4 * MQ * W), *gotacc = xmalloc(4 * MQ * (size_t)hd);
+    for (int tb = 0; tb < 2; tb++) {
+        const rs_kernels *K = tb ? V : S;
+        for (int j = 0; j < MQ; j++) {
+            float *o = one + ((size_t)tb * MQ + j) * W, *a = oneacc + ((size_t)tb * MQ + j) * hd;
+            const float *qj = q + (size_t)j * hd, *wj = w + (size_t)j * W;
+            memcpy(a, a0 + (size_t)j * hd, 4 * (size_t)hd);
+            if (f16kv) {
+                K->attn_scores_f16(npos, hd, kh, stride, qj, scale, o);
+                K->attn_accum_f16(nps[j], hd, kh, stride, wj, a);
+            } else {
+                K->attn_scores_f32(npos, hd, kf, stride, qj, scale, o);
+                K->attn_accum_f32(nps[j], hd, kf, stride, wj, a);
+            }
+        }
+    }
+    /* (1) SIMD vs scalar, per query */
+    for (int j = 0; j < MQ; j++) {
+        const float *os = one + (size_t)j * W, *ov = one + ((size_t)MQ + j) * W;
+        const float *as = oneacc + (size_t)j * hd, *av = oneacc + ((size_t)MQ + j) * hd;
+        for (int p = 0; p < npos; p++) {
+            double S_ = 0;
+            for (int i = 0; i < hd; i++) S_ += fabs((double)kf[(size_t)p * stride + i] * q[(size_t)j * hd + i]);
+            close_enough(sc, ov[p], os[p], S_ * scale, 2.0 * hd + 16.0, "multi score", p, j);
+        }
+        for (int i = 0; i < hd; i++) {
+            double S_ = fabs(a0[(size_t)j * hd + i]);
+            for (int p = 0; p < nps[j]; p++) S_ += fabs((double)w[(size_t)j * W + p] * kf[(size_t)p * stride + i]);
+            close_enough(ac, av[i], as[i], S_, 2.0 * nps[j] + 8.0, "multi accum", i, j);
+        }
+    }
+    /* (2) + (3): every nq, a rotated subset of the queries */
+    for (int tb = 0; tb < 2; tb++) {
+        const rs_kernels *K = tb ? V : S;
+        for (int nq = 1; nq <= MQ; nq++) {
+            const int rot = rndi(MQ);
+            const float *qin[MQ], *win[MQ];
+            float *out[MQ], *acc[MQ];
+            int np[MQ], idx[MQ];
+            for (int k = 0; k < nq; k++) {
+                int j = idx[k] = (k + rot) % MQ;
+                qin[k] = q + (size_t)j * hd;
+                win[k] = w + (size_t)j * W;
+                out[k] = got + (size_t)k * W;
+                acc[k] = gotacc + (size_t)k * hd;
+                np[k] = nps[j];
+                for (size_t p = 0; p < W; p++) out[k][p] = -3.0f;
+                memcpy(acc[k], a0 + (size_t)j * hd, 4 * (size_t)hd);
+            }
+            multi_call(K, f16kv, 1, npos, hd, kh, kf, stride, nq, qin, scale, NULL, out);
+            multi_call(K, f16kv, 0, npos, hd, kh, kf, stride, nq, win, scale, np, acc);
+            for (int k = 0; k < nq; k++) {
+                const float *ref = one + ((size_t)tb * MQ + idx[k]) * W;
+                const float *refa = oneacc + ((size_t)tb * MQ + idx[k]) * hd;
+                if (npos && memcmp(out[k], ref, 4 * (size_t)npos)) det_fail(sc, K->name, "multi-query scores vs one query", npos, nq, hd);
+                for (size_t p = (size_t)npos; p < W; p++)
+                    if (out[k][p] != -3.0f) det_fail(sc, K->name, "multi-query scores wrote past npos", npos, nq, hd);
+                if (memcmp(acc[k], refa, 4 * (size_t)hd)) det_fail(ac, K->name, "multi-query accum vs one query", npos, nq, hd);
+            }
+        }
+    }
+    free(kh), free(kf), free(q), free(w), free(a0), free(one), free(oneacc), free(got), free(gotacc);
+}
+
 /* -------------------------------------------------------------- quantize */
 
 static void test_quantize(const rs_kernels *S, const rs_kernels *V, stat_t *st) {
@@ -752,6 +858,22 @@ int main(int argc, char **argv) {
             for (size_t p = 0; p < sizeof nposs / sizeof nposs[0]; p++) test_attn(S, V, f, &sc, &ac, nposs[p], hds[h]);
         snprintf(sc.shapes, sizeof sc.shapes, "npos x hd: {0,1,3,4,5,17,64} x {1,3,8,13,16,64,80,128}");
         snprintf(ac.shapes, sizeof ac.shapes, "npos x hd: {0,1,3,4,5,17,64} x {1,3,8,13,16,64,80,128}");
+        stat_print(&sc);
+        stat_print(&ac);
+    }
+    static const int mhds[] = {64, 128, 8, 13, 80, 1, 300};
+    static const int mnposs[] = {16, 1, 7, 8, 9, 15, 33, 0};
+    for (int f = 1; f >= 0; f--) {
+        stat_t sc, ac;
+        memset(&sc, 0, sizeof sc);
+        memset(&ac, 0, sizeof ac);
+        sc.name = f ? "attn_scores_f16_multi" : "attn_scores_f32_multi";
+        ac.name = f ? "attn_accum_f16_multi" : "attn_accum_f32_multi";
+        for (size_t h = 0; h < sizeof mhds / sizeof mhds[0]; h++)
+            for (size_t p = 0; p < sizeof mnposs / sizeof mnposs[0]; p++)
+                test_attn_multi(S, V, f, &sc, &ac, mnposs[p], mhds[h]);
+        snprintf(sc.shapes, sizeof sc.shapes, "npos x hd x nq: {0,1,7,8,9,15,16,33} x {1,8,13,64,80,128,300} x 1..12, = 1 query");
+        snprintf(ac.shapes, sizeof ac.shapes, "npos x hd x nq: {0,1,7,8,9,15,16,33} x {1,8,13,64,80,128,300} x 1..12, = 1 query");
         stat_print(&sc);
         stat_print(&ac);
     }
