@@ -8,9 +8,8 @@
  * float step in its order, no FMA (qstep). 1-2 tokens: qdec8, rows in a
  * horizontal-sum tile. More: qpack8 + qrows, rows in lanes, no horizontal
  * sums. Both end in qstep with the same operands, so any path, tile or edge
- * gives the same bits (kernels.h determinism). Float GEMMs: each element owns
- * one __m256 accumulator, one FMA per 8 elements in order, one fixed
- * horizontal sum at the end; the tile only decides which lanes live together. */
+ * gives the same bits (kernels.h determinism). Float GEMMs and attention live
+ * in kernels_avx2_float.c, the helpers both use in kernels_avx2.h. */
 #if defined(__x86_64__)
 
 #if defined(__clang__)
@@ -19,41 +18,7 @@
 #pragma GCC target("avx2,fma,f16c")
 #endif
 
-#include "kernels.h"
-
-#include <immintrin.h>
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
-
-#define AI static inline __attribute__((always_inline))
-/* tile loops have constant trip counts after inlining: unroll them fully so
- * the accumulators live in registers */
-#define UNROLL _Pragma("GCC unroll 16")
-
-/* Tokens per chunk: the chunk's activations stay in L2 while every row
- * of the weights streams past them once. */
-#define TOK_CHUNK 64
-
-AI uint32_t ld32(const void *p) {
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-AI uint16_t ld16(const void *p) {
-    uint16_t v;
-    memcpy(&v, p, 2);
-    return v;
-}
-
-/* The one horizontal sum every kernel uses: (lo+hi), then (0+2, 1+3), then 0+1. */
-AI float hsum8(__m256 v) {
-    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
-    a = _mm_add_ss(a, _mm_movehdup_ps(a));
-    return _mm_cvtss_f32(a);
-}
+#include "kernels_avx2.h"
 
 /* ---------------------------------------------------------------- quantize */
 
@@ -378,285 +343,6 @@ QKERNELS(q4_0, K_Q4_0)
 QKERNELS(q4_1, K_Q4_1)
 QKERNELS(q8_0, K_Q8_0)
 
-/* ----------------------------------------------------------- float GEMMs */
-
-enum { K_F32, K_F16, K_BF16 };
-
-AI __m256 load_w8(const int kind, const char *p) {
-    if (kind == K_F32) return _mm256_loadu_ps((const float *)p);
-    __m128i h = _mm_loadu_si128((const __m128i *)p);
-    if (kind == K_F16) return _mm256_cvtph_ps(h);
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-
-AI float load_w1(const int kind, const char *p) {
-    if (kind == K_F32) {
-        float f;
-        memcpy(&f, p, 4);
-        return f;
-    }
-    if (kind == K_F16) return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(ld16(p))));
-    return rs_bf16_to_f32(ld16(p));
-}
-
-/* R x T tile over k: 8 elements per FMA, then the k % 8 tail with scalar
- * FMAs into a float of its own; y = hsum8(acc) + tail. */
-AI void ftile(const int kind, const int R, const int T, int k, const char *w, size_t ws,
-              const float *x, float *y, size_t ldy) {
-    const size_t es = kind == K_F32 ? 4 : 2;
-    __m256 acc[3][4];
-    UNROLL
-    for (int r = 0; r < R; r++)
-        UNROLL
-        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
-    const int k8 = k & ~7;
-    for (int i = 0; i < k8; i += 8) {
-        UNROLL
-        for (int r = 0; r < R; r++) {
-            _mm_prefetch((const char *)((uintptr_t)(w + r * ws + i * es) + (size_t)R * ws), _MM_HINT_T0);
-            __m256 wv = load_w8(kind, w + r * ws + i * es);
-            UNROLL
-            for (int t = 0; t < T; t++)
-                acc[r][t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + (size_t)t * k + i), acc[r][t]);
-        }
-    }
-    UNROLL
-    for (int r = 0; r < R; r++)
-        UNROLL
-        for (int t = 0; t < T; t++) {
-            float tail = 0.0f;
-            for (int i = k8; i < k; i++)
-                tail = fmaf(load_w1(kind, w + r * ws + i * es), x[(size_t)t * k + i], tail);
-            y[(size_t)t * ldy + r] = hsum8(acc[r][t]) + tail;
-        }
-}
-
-#define FTILE_FN(kind, R, T) \
-    static void ftile_##kind##_##R##_##T(int k, const char *w, size_t ws, const float *x, float *y, \
-                                         size_t ldy) { \
-        ftile(kind, R, T, k, w, ws, x, y, ldy); \
-    }
-#define FTILE_SET(kind) \
-    FTILE_FN(kind, 1, 1) FTILE_FN(kind, 1, 2) FTILE_FN(kind, 1, 3) FTILE_FN(kind, 1, 4) \
-    FTILE_FN(kind, 2, 1) FTILE_FN(kind, 2, 2) FTILE_FN(kind, 2, 3) FTILE_FN(kind, 2, 4) \
-    FTILE_FN(kind, 3, 1) FTILE_FN(kind, 3, 2) FTILE_FN(kind, 3, 3) FTILE_FN(kind, 3, 4) \
-    static void ftile_##kind(int R, int T, int k, const char *w, size_t ws, const float *x, float *y, \
-                             size_t ldy) { \
-        switch (T * 8 + R) { \
-        case 9: ftile_##kind##_1_1(k, w, ws, x, y, ldy); break; \
-        case 10: ftile_##kind##_2_1(k, w, ws, x, y, ldy); break; \
-        case 11: ftile_##kind##_3_1(k, w, ws, x, y, ldy); break; \
-        case 17: ftile_##kind##_1_2(k, w, ws, x, y, ldy); break; \
-        case 18: ftile_##kind##_2_2(k, w, ws, x, y, ldy); break; \
-        case 19: ftile_##kind##_3_2(k, w, ws, x, y, ldy); break; \
-        case 25: ftile_##kind##_1_3(k, w, ws, x, y, ldy); break; \
-        case 26: ftile_##kind##_2_3(k, w, ws, x, y, ldy); break; \
-        case 27: ftile_##kind##_3_3(k, w, ws, x, y, ldy); break; \
-        case 33: ftile_##kind##_1_4(k, w, ws, x, y, ldy); break; \
-        case 34: ftile_##kind##_2_4(k, w, ws, x, y, ldy); break; \
-        case 35: ftile_##kind##_3_4(k, w, ws, x, y, ldy); break; \
-        default: break; \
-        } \
-    }
-
-FTILE_SET(K_F32)
-FTILE_SET(K_F16)
-FTILE_SET(K_BF16)
-
-typedef void (*ftile_fn)(int R, int T, int k, const char *w, size_t ws, const float *x, float *y,
-                         size_t ldy);
-
-static void gemm_f(ftile_fn tile, int nr, int nt, int k, const void *w, size_t ws, const float *x,
-                   float *y, size_t ldy) {
-    /* chunk tokens so the chunk's activations stay in L2 */
-    int tc = (int)((256 * 1024) / ((size_t)k * 4 + 1));
-    tc = tc < 4 ? 4 : tc & ~3;
-    for (int t0 = 0; t0 < nt; t0 += tc) {
-        const int t1 = nt - t0 < tc ? nt : t0 + tc;
-        for (int r = 0; r < nr; r += 3) {
-            const int R = nr - r < 3 ? nr - r : 3;
-            for (int t = t0; t < t1; t += 4) {
-                const int T = t1 - t < 4 ? t1 - t : 4;
-                tile(R, T, k, (const char *)w + r * ws, ws, x + (size_t)t * k, y + (size_t)t * ldy + r, ldy);
-            }
-        }
-    }
-}
-
-static void gemm_f32(int nr, int nt, int k, const void *w, size_t w_stride,
-                     const float *x, float *y, size_t ldy) {
-    gemm_f(ftile_K_F32, nr, nt, k, w, w_stride, x, y, ldy);
-}
-static void gemm_f16(int nr, int nt, int k, const void *w, size_t w_stride,
-                     const float *x, float *y, size_t ldy) {
-    gemm_f(ftile_K_F16, nr, nt, k, w, w_stride, x, y, ldy);
-}
-static void gemm_bf16(int nr, int nt, int k, const void *w, size_t w_stride,
-                      const float *x, float *y, size_t ldy) {
-    gemm_f(ftile_K_BF16, nr, nt, k, w, w_stride, x, y, ldy);
-}
-
-/* ------------------------------------------------------------- attention */
-
-/* 8 rows' accumulators -> one vector, lane r = row r's sum, the same tree
- * for every lane: ((x0+x1)+(x2+x3)) + ((x4+x5)+(x6+x7)). */
-AI __m256 hsum8x8f(const __m256 a[8]) {
-    __m256 h01 = _mm256_hadd_ps(a[0], a[1]), h23 = _mm256_hadd_ps(a[2], a[3]);
-    __m256 h45 = _mm256_hadd_ps(a[4], a[5]), h67 = _mm256_hadd_ps(a[6], a[7]);
-    __m256 h0123 = _mm256_hadd_ps(h01, h23), h4567 = _mm256_hadd_ps(h45, h67);
-    return _mm256_add_ps(_mm256_permute2f128_ps(h0123, h4567, 0x20), _mm256_permute2f128_ps(h0123, h4567, 0x31));
-}
-
-/* Scores of one query against R <= 8 rows. Per row: one accumulator, one
- * FMA per 8 elements in order, hsum8x8f (absent rows are zero lanes that
- * never meet a present one), plus a scalar fmaf tail when hd % 8 != 0,
- * times scale. kind K_F32 also reads the converted scratch rows: f16 -> f32
- * is exact, so both paths give the same bits. */
-AI void sblock(const int kind, const int R, int hd, const char *k, size_t sb, const float *q, float scale,
-               float *out) {
-    const size_t es = kind == K_F32 ? 4 : 2;
-    __m256 acc[8];
-    UNROLL
-    for (int r = 0; r < 8; r++) acc[r] = _mm256_setzero_ps();
-    const int h8 = hd & ~7;
-    for (int i = 0; i < h8; i += 8) {
-        __m256 qv = _mm256_loadu_ps(q + i);
-        UNROLL
-        for (int r = 0; r < R; r++) acc[r] = _mm256_fmadd_ps(load_w8(kind, k + r * sb + i * es), qv, acc[r]);
-    }
-    __m256 s = hsum8x8f(acc);
-    if (h8 < hd) {
-        float tail[8] = {0};
-        for (int r = 0; r < R; r++)
-            for (int i = h8; i < hd; i++) tail[r] = fmaf(load_w1(kind, k + r * sb + i * es), q[i], tail[r]);
-        s = _mm256_add_ps(s, _mm256_loadu_ps(tail));
-    }
-    s = _mm256_mul_ps(_mm256_set1_ps(scale), s);
-    if (R == 8) {
-        _mm256_storeu_ps(out, s);
-    } else {
-        float tmp[8];
-        _mm256_storeu_ps(tmp, s);
-        memcpy(out, tmp, (size_t)R * 4);
-    }
-}
-
-AI void sblock_any(const int kind, int R, int hd, const char *k, size_t sb, const float *q, float scale,
-                   float *out) {
-    if (R == 8) sblock(kind, 8, hd, k, sb, q, scale, out);
-    else sblock(kind, R, hd, k, sb, q, scale, out);
-}
-
-/* Scores of many queries: an 8-row block converted once into a scratch
- * (hd <= SCR_HD) that every query then reads. Measured (Zen 4, hd 64, rows
- * in L1): pays from about 8 queries on; below that converting on the fly per
- * query is as fast. Accum never pays (FMA-bound either way), so it runs the
- * single-query loop per query with the page's rows hot in L1. */
-enum { SCR_HD = 256, SCR_MINQ = 8 };
-
-/* f16 rows -> f32, n rows of hd at dst + r*hd */
-static void cvt_rows(int n, int hd, const char *k, size_t sb, float *dst) {
-    const int h8 = hd & ~7;
-    for (int r = 0; r < n; r++) {
-        const char *kr = k + r * sb;
-        float *d = dst + (size_t)r * hd;
-        int i = 0;
-        for (; i < h8; i += 8) _mm256_storeu_ps(d + i, load_w8(K_F16, kr + i * 2));
-        for (; i < hd; i++) d[i] = load_w1(K_F16, kr + i * 2);
-    }
-}
-
-AI void scores_multi(const int kind, int npos, int hd, const char *k, size_t sb, int nq, const float *const *q,
-                     float scale, float *const *out) {
-    if (kind == K_F32 || nq < SCR_MINQ || hd > SCR_HD) {
-        for (int p = 0; p < npos; p += 8) {
-            const int R = npos - p < 8 ? npos - p : 8;
-            for (int j = 0; j < nq; j++) sblock_any(kind, R, hd, k + p * sb, sb, q[j], scale, out[j] + p);
-        }
-        return;
-    }
-    float buf[8 * SCR_HD];
-    for (int p = 0; p < npos; p += 8) {
-        const int R = npos - p < 8 ? npos - p : 8;
-        cvt_rows(R, hd, k + p * sb, sb, buf);
-        for (int j = 0; j < nq; j++) sblock_any(K_F32, R, hd, (const char *)buf, (size_t)hd * 4, q[j], scale, out[j] + p);
-    }
-}
-
-static void attn_scores_f16(int npos, int hd, const uint16_t *k, size_t stride,
-                            const float *q, float scale, float *out) {
-    scores_multi(K_F16, npos, hd, (const char *)k, stride * 2, 1, &q, scale, &out);
-}
-static void attn_scores_f32(int npos, int hd, const float *k, size_t stride,
-                            const float *q, float scale, float *out) {
-    scores_multi(K_F32, npos, hd, (const char *)k, stride * 4, 1, &q, scale, &out);
-}
-static void attn_scores_f16_multi(int npos, int hd, const uint16_t *k, size_t stride, int nq,
-                                  const float *const *q, float scale, float *const *out) {
-    scores_multi(K_F16, npos, hd, (const char *)k, stride * 2, nq, q, scale, out);
-}
-static void attn_scores_f32_multi(int npos, int hd, const float *k, size_t stride, int nq,
-                                  const float *const *q, float scale, float *const *out) {
-    scores_multi(K_F32, npos, hd, (const char *)k, stride * 4, nq, q, scale, out);
-}
-
-/* accum: acc[i] = fma(w[p], V[p][i], acc[i]) for p in order, 64 elements
- * of acc held in registers at a time; the hd % 8 tail the same, scalar. */
-AI void accum(const int kind, int npos, int hd, const char *v, size_t stride_bytes, const float *w,
-              float *acc) {
-    const size_t es = kind == K_F32 ? 4 : 2;
-    const int h8 = hd & ~7;
-    int i0 = 0;
-    for (; i0 + 64 <= h8; i0 += 64) {
-        __m256 a[8];
-        UNROLL
-        for (int j = 0; j < 8; j++) a[j] = _mm256_loadu_ps(acc + i0 + 8 * j);
-        for (int p = 0; p < npos; p++) {
-            __m256 wp = _mm256_broadcast_ss(w + p);
-            const char *vr = v + p * stride_bytes + i0 * es;
-            UNROLL
-            for (int j = 0; j < 8; j++) a[j] = _mm256_fmadd_ps(wp, load_w8(kind, vr + 8 * j * es), a[j]);
-        }
-        UNROLL
-        for (int j = 0; j < 8; j++) _mm256_storeu_ps(acc + i0 + 8 * j, a[j]);
-    }
-    for (; i0 < h8; i0 += 8) {
-        __m256 a = _mm256_loadu_ps(acc + i0);
-        for (int p = 0; p < npos; p++)
-            a = _mm256_fmadd_ps(_mm256_broadcast_ss(w + p), load_w8(kind, v + p * stride_bytes + i0 * es), a);
-        _mm256_storeu_ps(acc + i0, a);
-    }
-    for (int i = h8; i < hd; i++) {
-        float a = acc[i];
-        for (int p = 0; p < npos; p++) a = fmaf(w[p], load_w1(kind, v + p * stride_bytes + i * es), a);
-        acc[i] = a;
-    }
-}
-
-static void attn_accum_f16(int npos, int hd, const uint16_t *v, size_t stride,
-                           const float *w, float *acc) {
-    accum(K_F16, npos, hd, (const char *)v, stride * 2, w, acc);
-}
-static void attn_accum_f32(int npos, int hd, const float *v, size_t stride,
-                           const float *w, float *acc) {
-    accum(K_F32, npos, hd, (const char *)v, stride * 4, w, acc);
-}
-
-/* Each query: accum over its npos[j] rows (the page's rows stay in L1). */
-AI void accum_multi(const int kind, int hd, const char *v, size_t sb, int nq, const int *npos,
-                    const float *const *w, float *const *acc) {
-    for (int j = 0; j < nq; j++) accum(kind, npos[j], hd, v, sb, w[j], acc[j]);
-}
-
-static void attn_accum_f16_multi(int hd, const uint16_t *v, size_t stride, int nq, const int *npos,
-                                 const float *const *w, float *const *acc) {
-    accum_multi(K_F16, hd, (const char *)v, stride * 2, nq, npos, w, acc);
-}
-static void attn_accum_f32_multi(int hd, const float *v, size_t stride, int nq, const int *npos,
-                                 const float *const *w, float *const *acc) {
-    accum_multi(K_F32, hd, (const char *)v, stride * 4, nq, npos, w, acc);
-}
-
 /* ----------------------------------------------------------- conversions */
 
 static void f32_to_f16(const float *x, uint16_t *y, int n) {
@@ -678,17 +364,17 @@ const rs_kernels rs_kernels_avx2 = {
     .gemm_q4_0 = gemm_q4_0,
     .gemm_q4_1 = gemm_q4_1,
     .gemm_q8_0 = gemm_q8_0,
-    .gemm_f32 = gemm_f32,
-    .gemm_f16 = gemm_f16,
-    .gemm_bf16 = gemm_bf16,
-    .attn_scores_f16 = attn_scores_f16,
-    .attn_accum_f16 = attn_accum_f16,
-    .attn_scores_f32 = attn_scores_f32,
-    .attn_accum_f32 = attn_accum_f32,
-    .attn_scores_f16_multi = attn_scores_f16_multi,
-    .attn_accum_f16_multi = attn_accum_f16_multi,
-    .attn_scores_f32_multi = attn_scores_f32_multi,
-    .attn_accum_f32_multi = attn_accum_f32_multi,
+    .gemm_f32 = rs_avx2_gemm_f32,
+    .gemm_f16 = rs_avx2_gemm_f16,
+    .gemm_bf16 = rs_avx2_gemm_bf16,
+    .attn_scores_f16 = rs_avx2_attn_scores_f16,
+    .attn_accum_f16 = rs_avx2_attn_accum_f16,
+    .attn_scores_f32 = rs_avx2_attn_scores_f32,
+    .attn_accum_f32 = rs_avx2_attn_accum_f32,
+    .attn_scores_f16_multi = rs_avx2_attn_scores_f16_multi,
+    .attn_accum_f16_multi = rs_avx2_attn_accum_f16_multi,
+    .attn_scores_f32_multi = rs_avx2_attn_scores_f32_multi,
+    .attn_accum_f32_multi = rs_avx2_attn_accum_f32_multi,
     .f32_to_f16 = f32_to_f16,
     .softmax = rs_softmax_avx2,
 };
