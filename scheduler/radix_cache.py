@@ -82,12 +82,13 @@ class RadixCache:
 
     # ------------------------------------------------------------------ match
 
-    def match(self, tokens: object, namespace: Namespace = None) -> MatchResult:
+    def match(self, tokens: object, namespace: Namespace = None, *, count: bool = True) -> MatchResult:
         """Longest cached page-aligned prefix of ``tokens``.
 
         Mutates: the clock, the access time of every node on the matched path,
-        the query/hit counters, and splits the last node when the match ends
-        inside it (so a lock covers exactly the matched pages).
+        the query/hit counters (unless ``count`` is False: a caller re-matching
+        what it just inserted is not a cache query), and splits the last node
+        when the match ends inside it (so a lock covers exactly the matched pages).
         """
         q = as_id_array(tokens, "tokens")
         root_ns = check_namespace(namespace)
@@ -95,8 +96,9 @@ class RadixCache:
         self._clock += 1
         path, n_tokens = self._descend(root, q)
         path = self._commit_path(path, n_tokens)
-        self._counters.query_tokens += int(q.size)
-        self._counters.hit_tokens += n_tokens
+        if count:
+            self._counters.query_tokens += int(q.size)
+            self._counters.hit_tokens += n_tokens
         pages = np.concatenate([n.pages for n in path]) if path else _EMPTY.copy()
         return MatchResult(pages=pages, n_tokens=n_tokens, namespace=root_ns,
                            node=path[-1] if path else root)

@@ -445,7 +445,7 @@ class Scheduler:
             return
         n = full * self.page_size
         dups = self.cache.insert(seq.tokens[:n], seq.pages[:full], spec.namespace)
-        m = self.cache.match(seq.tokens[:n], spec.namespace)
+        m = self.cache.match(seq.tokens[:n], spec.namespace, count=False)  # re-pointing, not a query
         lock = self.cache.lock(m)
         if seq.lock is not None:
             self.cache.unlock(seq.lock)
@@ -464,7 +464,7 @@ class Scheduler:
             own = [int(p) for p in self.alloc.allocate(1)] if partial else []
         except OutOfPages:
             return False
-        m = self.cache.match(parent.tokens[: parent.n_shared * self.page_size], spec.namespace)
+        m = self.cache.match(parent.tokens[: parent.n_shared * self.page_size], spec.namespace, count=False)
         sib.lock = self.cache.lock(m)
         sib.pages = [int(p) for p in m.pages] + own
         sib.n_shared = m.n_pages

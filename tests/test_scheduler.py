@@ -231,3 +231,20 @@ def test_memory_pressure_preempts_and_outputs_do_not_change(model):
     s, outs = run(go())
     assert [o.tokens[0] for o in outs] == want
     assert s.counters.preempted > 0
+
+
+def test_hit_rate_counts_admissions_only(model):
+    """Re-pointing a sequence at the tree's pages after inserting them is not a
+    cache query: a cold request scores no hits, the same prompt again scores its
+    full pages."""
+    prompt = list(range(3, 60))
+
+    async def go():
+        async with make_scheduler(model, 64) as s:
+            await collect(s.submit(GenerateRequest(prompt, GREEDY, max_tokens=5)))
+            cold = s.cache.stats()
+            await collect(s.submit(GenerateRequest(prompt, GREEDY, max_tokens=5)))
+            return cold, s.cache.stats()
+    cold, warm = run(go())
+    assert (cold.query_tokens, cold.hit_tokens) == (len(prompt) - 1, 0)
+    assert warm.query_tokens == 2 * (len(prompt) - 1) and warm.hit_tokens == 48
