@@ -79,7 +79,7 @@ class Sequence:
 
     __slots__ = ("request", "index", "tokens", "n_prompt", "computed", "pages", "n_shared", "lock",
                  "sampler", "state", "admitted_step", "arrival", "cached_tokens", "n_generated",
-                 "prefix_peek", "reported_cached")
+                 "prefix_peek", "reported_cached", "cancelled")
 
     def __init__(self, request: "RequestHandle", index: int, sampler: SamplerState) -> None:
         self.request = request
@@ -98,6 +98,7 @@ class Sequence:
         self.n_generated = 0
         self.prefix_peek = 0
         self.reported_cached = False
+        self.cancelled = False  # this sample alone (RequestHandle.cancel_sample)
 
     @property
     def private_pages(self) -> list[int]:
@@ -124,6 +125,12 @@ class RequestHandle:
         """Stop every sample; their pages are released at the next step boundary."""
         if not self.cancelled and self.open_samples:
             self.cancelled = True
+            self._scheduler._wake()  # type: ignore[attr-defined]
+
+    def cancel_sample(self, index: int) -> None:
+        """Stop one sample of n (a stop string ended its text); the others run on."""
+        if 0 <= index < len(self.sequences) and self.sequences[index].state is not SeqState.DONE:
+            self.sequences[index].cancelled = True
             self._scheduler._wake()  # type: ignore[attr-defined]
 
     @property

@@ -410,7 +410,8 @@ class Scheduler:
                     else:
                         sib.state = SeqState.WAITING
                         self.waiting.append(sib)
-        live = [(s, r) for s, r in sampled if s.state is SeqState.DECODE and not s.request.cancelled]
+        live = [(s, r) for s, r in sampled
+                if s.state is SeqState.DECODE and not s.request.cancelled and not s.cancelled]
         if not live:
             return
         rows = np.stack([r for _, r in live]) if len(live) > 1 else live[0][1][None, :]
@@ -517,7 +518,7 @@ class Scheduler:
         if emit:
             req.events.put_nowait(TokenEvent(seq.index, None, reason, error=error))
         for sib in self.forks.pop(id(seq), []):  # siblings of a sample that never prefilled
-            if reason is FinishReason.CANCELLED or reason is FinishReason.ERROR:
+            if req.cancelled or reason is FinishReason.ERROR:
                 self._finish(sib, reason, error=error)
             else:
                 sib.state = SeqState.WAITING
@@ -536,10 +537,10 @@ class Scheduler:
         self.counters.preempted += 1
 
     def _release_cancelled(self) -> None:
-        for seq in [s for s in self.running + self.waiting if s.request.cancelled]:
+        for seq in [s for s in self.running + self.waiting if s.request.cancelled or s.cancelled]:
             self._finish(seq, FinishReason.CANCELLED)
         for parent_id, sibs in list(self.forks.items()):
-            for sib in [s for s in sibs if s.request.cancelled]:
+            for sib in [s for s in sibs if s.request.cancelled or s.cancelled]:
                 sibs.remove(sib)
                 self._finish(sib, FinishReason.CANCELLED)
             if not sibs:

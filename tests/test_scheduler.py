@@ -248,3 +248,27 @@ def test_hit_rate_counts_admissions_only(model):
     cold, warm = run(go())
     assert (cold.query_tokens, cold.hit_tokens) == (len(prompt) - 1, 0)
     assert warm.query_tokens == 2 * (len(prompt) - 1) and warm.hit_tokens == 48
+
+
+def test_one_sample_can_be_cancelled_while_the_others_run_on(model):
+    rng = np.random.default_rng(9)
+    prompt = rand_tokens(rng, 40, model.n_vocab)
+
+    async def go():
+        async with make_scheduler(model, 64) as s:
+            h = s.submit(GenerateRequest(prompt, SamplingParams(temperature=1.0, seed=2), max_tokens=30, n=3))
+            finish: dict[int, FinishReason] = {}
+            counts = {0: 0, 1: 0, 2: 0}
+            async for ev in h:
+                if ev.token is not None:
+                    counts[ev.index] += 1
+                    if ev.index == 1 and counts[1] == 3:
+                        h.cancel_sample(1)
+                if ev.finish_reason is not None:
+                    finish[ev.index] = ev.finish_reason
+            s.check_invariants()
+            return finish, counts, s.alloc.stats()
+    finish, counts, st = run(go())
+    assert finish == {0: FinishReason.LENGTH, 1: FinishReason.CANCELLED, 2: FinishReason.LENGTH}
+    assert counts[0] == counts[2] == 30 and counts[1] < 30
+    assert st.held_pages == 0

@@ -92,7 +92,7 @@ class Run:
     def _on_event(self, ev: TokenEvent) -> Delta | None:
         c = self.choices[ev.index]
         if c.done:
-            return None  # a choice already ended by a stop string; its sample runs on until cancelled
+            return None  # a choice already ended by a stop string (its sample is being cancelled)
         if ev.index == 0 and ev.cached_tokens:
             self.usage.cached_tokens = ev.cached_tokens
         if ev.token is not None:
@@ -114,6 +114,7 @@ class Run:
             return None  # the end-of-generation token itself is never text; the finish event follows
         text = c.stops.push(c.detok.push(ev.token))
         if c.stops.stopped:
+            self.handle.cancel_sample(ev.index)  # its pages go back now; the other samples run on
             return self._end(ev.index, c, text, "stop")
         if not text and not c.pending:
             return None
