@@ -95,3 +95,20 @@ def bundled_model(bundled_model_path: Path):
     from radixserve.engine import Model
 
     return Model(bundled_model_path)
+
+
+@pytest.fixture(scope="session")
+def smol(bundled_model):
+    """The bundled SmolLM2's tokenizer (byte-level BPE, pre-tokenizer "smollm")."""
+    from radixserve.tokenizer import Tokenizer
+
+    return Tokenizer.from_model(bundled_model)
+
+
+@pytest.fixture(scope="session")
+def spm():
+    """A SentencePiece-style (Llama 2) tokenizer over the synthetic vocabulary of spm_vocab.py."""
+    from radixserve.tokenizer import Tokenizer
+    from spm_vocab import spm_metadata
+
+    return Tokenizer.from_metadata(spm_metadata())

@@ -8,17 +8,6 @@ from hypothesis import strategies as st
 
 from radixserve.detokenizer import IncrementalDetokenizer
 from radixserve.tokenizer import Tokenizer
-from spm_vocab import spm_metadata
-
-
-@pytest.fixture(scope="module")
-def smol(bundled_model) -> Tokenizer:
-    return Tokenizer.from_model(bundled_model)
-
-
-@pytest.fixture(scope="module")
-def spm() -> Tokenizer:
-    return Tokenizer.from_metadata(spm_metadata())
 
 
 def stream(tok: Tokenizer, ids, **kw) -> list[str]:

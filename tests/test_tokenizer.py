@@ -22,16 +22,6 @@ texts = st.one_of(
 )
 
 
-@pytest.fixture(scope="module")
-def smol(bundled_model) -> Tokenizer:
-    return Tokenizer.from_model(bundled_model)
-
-
-@pytest.fixture(scope="module")
-def spm() -> Tokenizer:
-    return Tokenizer.from_metadata(spm_metadata())
-
-
 # ---- the bundled SmolLM2 (byte-level BPE, pre "smollm") against llama.cpp ----------
 
 @pytest.mark.bundled

@@ -15,7 +15,7 @@ import msgpack
 from . import framing
 from .errors import Code, WireError
 from .kinds import Kind, request_id
-from .messages import ANSWERS, REQUESTS, Message
+from .messages import REQUESTS, Message
 
 _Spec = tuple[tuple[str, Kind, bool], ...]   # (name, kind, required)
 _SPECS: dict[type[Message], _Spec] = {}
