@@ -212,7 +212,7 @@ static void write_kv(fwd *f, int layer) {
  * still run in its own position order with a per-query operation sequence
  * the kernels fix (kernels.h: bit-identical whatever nq or the other
  * queries), so grouping, head_split and threads never change a result. */
-enum { ATTN_GROUP = 4 };
+enum { ATTN_GROUP = 8 };
 
 typedef struct attn_job {
     fwd *f;
