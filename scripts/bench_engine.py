@@ -18,7 +18,9 @@ import threading
 import time
 from collections.abc import Callable
 
-import numpy as np
+# numpy's BLAS threads would spin beside the engine's pool (see radixserve/__init__.py)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))

@@ -20,7 +20,9 @@ import os
 import sys
 import time
 
-import numpy as np
+# numpy's BLAS threads would spin beside the engine's pool (see radixserve/__init__.py)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from radixserve.engine import Model  # noqa: E402
