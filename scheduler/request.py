@@ -120,6 +120,7 @@ class RequestHandle:
         self.sequences: list[Sequence] = []
         self.open_samples = spec.n
         self.cancelled = False
+        self.pin_on_finish = False  # a system prompt: pin its pages when its prefill ends
 
     def cancel(self) -> None:
         """Stop every sample; their pages are released at the next step boundary."""

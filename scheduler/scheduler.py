@@ -85,13 +85,12 @@ class Scheduler:
         RequestError at once for a request that could never run."""
         self._validate(spec)
         handle = RequestHandle(spec, self)
-        handle.pin_on_finish = _pin  # type: ignore[attr-defined]
+        handle.pin_on_finish = _pin
+        # sample i draws from seed + i: a seeded request is reproducible, its samples differ
         base = spec.sampling.seed if spec.sampling.seed is not None else int.from_bytes(os.urandom(4), "little")
+        prompt = list(spec.prompt)
         for i in range(spec.n):
-            sampler = SamplerState(spec.sampling, list(spec.prompt), default_seed=base + i)
-            if spec.sampling.seed is not None:
-                sampler = SamplerState(dataclasses.replace(spec.sampling, seed=spec.sampling.seed + i),
-                                       list(spec.prompt))
+            sampler = SamplerState(dataclasses.replace(spec.sampling, seed=base + i), prompt)
             handle.sequences.append(Sequence(handle, i, sampler))
         first, rest = handle.sequences[0], handle.sequences[1:]
         self.waiting.append(first)
@@ -487,7 +486,7 @@ class Scheduler:
         if seq.pages:
             if keep_cache and seq.request.spec.cache_prompt:
                 self._share(seq)
-            if getattr(seq.request, "pin_on_finish", False) and seq.n_shared:
+            if seq.request.pin_on_finish and seq.n_shared:
                 self.cache.pin(seq.tokens[: seq.n_shared * self.page_size], seq.request.spec.namespace)
             if seq.private_pages:
                 self.alloc.free(seq.private_pages)

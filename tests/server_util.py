@@ -58,10 +58,18 @@ class ServerThread:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         self.port = runner.addresses[0][1]
+        await self._start_fronts()
         self._stop = asyncio.Event()
         self._started.set()
         await self._stop.wait()
+        await self._stop_fronts()
         await runner.cleanup()
+
+    async def _start_fronts(self) -> None:
+        """Other fronts on the same loop (a subclass adds the socket server)."""
+
+    async def _stop_fronts(self) -> None:
+        """Stop what _start_fronts started, before the HTTP runner."""
 
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout

@@ -15,8 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine_util import engine_logits
-from radixserve.greedy import greedy_generate
+from engine_util import engine_logits, greedy_generate
 
 TIE = 0.25  # nats; llama.cpp's own int8 activations move logprobs by up to ~0.4
 

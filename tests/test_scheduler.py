@@ -8,8 +8,8 @@ import asyncio
 import numpy as np
 import pytest
 
+from engine_util import greedy_generate
 from radixserve.engine import Model
-from radixserve.greedy import greedy_generate
 from sched_util import collect, make_scheduler, rand_tokens
 from scheduler.request import FinishReason, GenerateRequest, RequestError
 from scheduler.sampling import SamplingParams

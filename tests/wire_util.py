@@ -3,11 +3,9 @@ port (and optionally a Unix socket), both on the server's one event loop,
 as `radixserve serve --socket-port/--unix-socket` runs them."""
 from __future__ import annotations
 
-import asyncio
 import socket
 import struct
 
-from aiohttp import web
 
 from radixserve.server import ServerConfig
 from radixserve.wire.server import WireServer
@@ -21,21 +19,15 @@ class WireServerThread(ServerThread):
         self.socket_port = 0
         self.wire: WireServer | None = None
 
-    async def _serve(self) -> None:
-        runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None, shutdown_timeout=2)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = runner.addresses[0][1]
+    async def _start_fronts(self) -> None:
         self.wire = WireServer(self.state)
         self.socket_port = await self.wire.start_tcp("127.0.0.1", 0)
         if self.unix_path:
             await self.wire.start_unix(self.unix_path)
-        self._stop = asyncio.Event()
-        self._started.set()
-        await self._stop.wait()
+
+    async def _stop_fronts(self) -> None:
+        assert self.wire is not None
         await self.wire.close()
-        await runner.cleanup()
 
 
 class RawConn:
