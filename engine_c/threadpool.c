@@ -1,11 +1,19 @@
 /* Thread pool for one parallel-for at a time.
  *
- * Tasks are claimed from a single 64-bit word, generation << 32 | next task,
- * by compare-and-swap: a worker that wakes late can never claim a task of a
- * newer job, and the caller waits for its job's tasks to be done, not for
- * every worker to check in. That matters on a loaded machine: a worker that
- * the OS has descheduled costs nothing when the others (the caller included)
- * have already run every task.
+ * Each thread owns a contiguous share of the tasks, [front, back) packed in
+ * one 64-bit word: it claims its own tasks from the front, in order, and when
+ * they are gone steals single tasks from the back of the others' shares, by
+ * compare-and-swap. Contiguous shares matter for decode: a thread's
+ * consecutive tasks are consecutive rows of a matrix, so its weights arrive
+ * from DRAM as one prefetchable stream (tasks of 48 rows handed out in turn
+ * measured ~25 % slower). Stealing matters on a loaded machine: a worker the
+ * OS has descheduled costs nothing when the others (the caller included)
+ * have already run its share.
+ *
+ * A claim is valid by construction: front < back is checked inside the word
+ * the CAS replaces, so a worker that wakes late can only claim a task of the
+ * job that word belongs to now, and it reads fn and ctx after the claim (that
+ * job cannot end before the claimed task counts itself done).
  *
  * Waiting: spin briefly (a decode step runs a few hundred small jobs; a
  * futex wake per job would cost more than the work), then yield the core
@@ -32,18 +40,25 @@
 enum { SPIN_ITERS = 4000, YIELD_ITERS = 200 };
 
 typedef struct worker {
-    rs_pool *pool;
+    struct rs_pool *pool;
     int index;
     pthread_t thread;
 } worker;
 
+/* One thread's share of the current job: front << 32 | back, alone on its
+ * cache line (its owner claims from it at every task). */
+typedef struct share {
+    _Alignas(64) _Atomic uint64_t range;
+} share;
+
 struct rs_pool {
     int n;
     worker *workers;
+    share *shares;            /* [n] */
     pthread_mutex_t mu;
     pthread_cond_t wake;      /* a new job, or stop */
     pthread_cond_t done_cv;   /* the last task of a job finished */
-    _Atomic uint64_t state;   /* generation << 32 | next task index */
+    _Atomic uint32_t gen;     /* bumped once per job: what workers wait on */
     atomic_int n_done;        /* tasks of the current job finished */
     atomic_int stop;
     int n_sleeping;
@@ -53,27 +68,38 @@ struct rs_pool {
     void *ctx;
 };
 
-static uint32_t gen_of(uint64_t s) { return (uint32_t)(s >> 32); }
-
-/* Claim and run tasks of generation g until none are left. */
-static void run_tasks(rs_pool *p, uint32_t g, int thread) {
+/* One task of share s: its front one (the owner) or its back one (a thief);
+ * -1 when the share is empty. */
+static int claim(share *s, int steal) {
+    uint64_t r = atomic_load_explicit(&s->range, memory_order_acquire);
     for (;;) {
-        uint64_t s = atomic_load_explicit(&p->state, memory_order_acquire);
-        /* n_tasks may already belong to a newer job; the CAS then fails */
-        int n_tasks = atomic_load_explicit(&p->n_tasks, memory_order_relaxed);
-        if (gen_of(s) != g || (int)(uint32_t)s >= n_tasks) return;
-        if (!atomic_compare_exchange_weak_explicit(&p->state, &s, s + 1, memory_order_acq_rel,
-                                                   memory_order_acquire))
-            continue;
-        /* the claim succeeded: job g cannot end (nor fn, ctx, n_tasks change)
-         * before this task counts itself done */
-        n_tasks = atomic_load_explicit(&p->n_tasks, memory_order_relaxed);
-        p->fn(p->ctx, (int)(uint32_t)s, thread);
-        if (atomic_fetch_add_explicit(&p->n_done, 1, memory_order_acq_rel) + 1 == n_tasks) {
-            pthread_mutex_lock(&p->mu);
-            if (p->caller_sleeping) pthread_cond_signal(&p->done_cv);
-            pthread_mutex_unlock(&p->mu);
-        }
+        uint32_t front = (uint32_t)(r >> 32), back = (uint32_t)r;
+        if (front >= back) return -1;
+        uint64_t next = steal ? r - 1 : r + ((uint64_t)1 << 32);
+        if (atomic_compare_exchange_weak_explicit(&s->range, &r, next, memory_order_acq_rel,
+                                                  memory_order_acquire))
+            return (int)(steal ? back - 1 : front);
+    }
+}
+
+static void run_one(rs_pool *p, int task, int thread) {
+    int n_tasks = atomic_load_explicit(&p->n_tasks, memory_order_relaxed);
+    p->fn(p->ctx, task, thread);
+    if (atomic_fetch_add_explicit(&p->n_done, 1, memory_order_acq_rel) + 1 == n_tasks) {
+        pthread_mutex_lock(&p->mu);
+        if (p->caller_sleeping) pthread_cond_signal(&p->done_cv);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+/* This thread's share in order, then the others' from their backs, until
+ * every share is empty. */
+static void run_tasks(rs_pool *p, int thread) {
+    int t;
+    while ((t = claim(&p->shares[thread], 0)) >= 0) run_one(p, t, thread);
+    for (int k = 1; k < p->n; k++) {
+        share *s = &p->shares[(thread + k) % p->n];
+        while ((t = claim(s, 1)) >= 0) run_one(p, t, thread);
     }
 }
 
@@ -84,8 +110,7 @@ static void *worker_main(void *arg) {
     for (;;) {
         uint32_t g;
         int spins = 0;
-        while ((g = gen_of(atomic_load_explicit(&p->state, memory_order_acquire))) == seen &&
-               !atomic_load(&p->stop)) {
+        while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen && !atomic_load(&p->stop)) {
             if (++spins < SPIN_ITERS) {
                 CPU_RELAX();
             } else if (spins < SPIN_ITERS + YIELD_ITERS) {
@@ -93,15 +118,14 @@ static void *worker_main(void *arg) {
             } else {
                 pthread_mutex_lock(&p->mu);
                 p->n_sleeping++;
-                while (gen_of(atomic_load(&p->state)) == seen && !atomic_load(&p->stop))
-                    pthread_cond_wait(&p->wake, &p->mu);
+                while (atomic_load(&p->gen) == seen && !atomic_load(&p->stop)) pthread_cond_wait(&p->wake, &p->mu);
                 p->n_sleeping--;
                 pthread_mutex_unlock(&p->mu);
             }
         }
         if (atomic_load(&p->stop)) return NULL;
         seen = g;
-        run_tasks(p, g, w->index);
+        run_tasks(p, w->index);
     }
 }
 
@@ -111,10 +135,14 @@ int rs_pool_create(int n_threads, rs_pool **out) {
     if (!p) return RS_ERR_NOMEM;
     p->n = n_threads;
     p->workers = calloc((size_t)n_threads, sizeof(worker));
-    if (!p->workers) {
+    p->shares = aligned_alloc(64, (size_t)n_threads * sizeof(share));
+    if (!p->workers || !p->shares) {
+        free(p->workers);
+        free(p->shares);
         free(p);
         return RS_ERR_NOMEM;
     }
+    for (int i = 0; i < n_threads; i++) atomic_init(&p->shares[i].range, 0);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->wake, NULL);
     pthread_cond_init(&p->done_cv, NULL);
@@ -142,6 +170,7 @@ void rs_pool_free(rs_pool *p) {
     pthread_cond_destroy(&p->wake);
     pthread_cond_destroy(&p->done_cv);
     free(p->workers);
+    free(p->shares);
     free(p);
 }
 
@@ -153,17 +182,22 @@ void rs_pool_run(rs_pool *p, int n_tasks, rs_task_fn fn, void *ctx) {
         for (int t = 0; t < n_tasks; t++) fn(ctx, t, 0);
         return;
     }
-    /* every task of the previous job is done, so no worker reads these now */
+    /* every task of the previous job is done: no thread reads these now,
+     * and every share is empty, so no claim can succeed until it is set */
     p->fn = fn;
     p->ctx = ctx;
     atomic_store_explicit(&p->n_tasks, n_tasks, memory_order_relaxed);
     atomic_store_explicit(&p->n_done, 0, memory_order_relaxed);
-    uint32_t g = gen_of(atomic_load_explicit(&p->state, memory_order_relaxed)) + 1;
+    for (int i = 0; i < p->n; i++) {
+        uint64_t front = (uint64_t)n_tasks * (uint64_t)i / (uint64_t)p->n;
+        uint64_t back = (uint64_t)n_tasks * (uint64_t)(i + 1) / (uint64_t)p->n;
+        atomic_store_explicit(&p->shares[i].range, front << 32 | back, memory_order_release);
+    }
     pthread_mutex_lock(&p->mu);
-    atomic_store_explicit(&p->state, (uint64_t)g << 32, memory_order_release);
+    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
     if (p->n_sleeping) pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
-    run_tasks(p, g, 0);
+    run_tasks(p, 0);
     int spins = 0;
     while (atomic_load_explicit(&p->n_done, memory_order_acquire) < n_tasks) {
         if (++spins < SPIN_ITERS) {

@@ -1,7 +1,8 @@
 /* A fixed pool of worker threads that run one parallel-for at a time.
  *
  * The caller joins the work as thread 0, so a pool of n threads starts n-1
- * workers. Tasks are handed out by an atomic counter; which thread runs a
+ * workers. Each thread runs its contiguous share of the tasks, then steals
+ * from the others (threadpool.c); which thread runs a
  * task never changes what the task computes (the forward keeps every output
  * element inside one task), so results do not depend on the thread count. */
 #ifndef RS_THREADPOOL_H

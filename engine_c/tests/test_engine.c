@@ -1,11 +1,15 @@
 /* The whole engine under AddressSanitizer/UBSan: every error path of the
  * GGUF reader on truncated and corrupt files, argument checks of the KV store
  * and the forward, and a small forward whose logits must not depend on how
- * the prompt is chunked. Usage: test_engine MODEL.gguf SCRATCH_DIR */
+ * the prompt is chunked; the thread pool runs every task exactly once,
+ * stealing included. Usage: test_engine MODEL.gguf SCRATCH_DIR */
 #define _DEFAULT_SOURCE
 #include "rs_engine.h"
+#include "threadpool.h"
 
 #include <math.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +168,58 @@ static void test_forward(const char *model_path) {
     rs_model_free(m);
 }
 
+/* ---- thread pool: each task exactly once, whoever runs it ---- */
+
+typedef struct {
+    atomic_int *runs;
+    atomic_int by_other; /* tasks of thread 0's share run by another thread */
+    int n_tasks, n_threads, slow_thread;
+} pool_ctx;
+
+static void pool_task(void *ctx, int task, int thread) {
+    pool_ctx *c = ctx;
+    atomic_fetch_add(&c->runs[task], 1);
+    int share0_end = (int)((long)c->n_tasks / c->n_threads);
+    if (thread != 0 && task < share0_end) atomic_fetch_add(&c->by_other, 1);
+    if (thread == c->slow_thread) { /* a descheduled thread: the others must steal its share */
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void test_pool(void) {
+    static const int sizes[] = {1, 2, 3, 5, 17, 64, 1000};
+    for (int nth = 1; nth <= 4; nth++) {
+        rs_pool *p;
+        CHECK(rs_pool_create(nth, &p) == 0, "pool of %d threads", nth);
+        for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+            for (int slow = -1; slow < nth; slow += nth) { /* no slow thread, then the last one slow */
+                int n = sizes[si];
+                pool_ctx c = {.n_tasks = n, .n_threads = nth, .slow_thread = slow};
+                c.runs = calloc((size_t)n, sizeof *c.runs);
+                atomic_init(&c.by_other, 0);
+                for (int rep = 0; rep < 3; rep++) rs_pool_run(p, n, pool_task, &c);
+                int bad = 0;
+                for (int t = 0; t < n; t++) bad += atomic_load(&c.runs[t]) != 3;
+                CHECK(bad == 0, "%d threads, %d tasks: %d tasks not run exactly once per job", nth, n, bad);
+                free(c.runs);
+            }
+        }
+        rs_pool_free(p);
+    }
+    /* the caller (thread 0) sleeps in every task: the worker finishes its
+     * own share and then steals from the caller's */
+    rs_pool *p;
+    CHECK(rs_pool_create(2, &p) == 0, "pool of 2 threads");
+    pool_ctx c = {.n_tasks = 200, .n_threads = 2, .slow_thread = 0};
+    c.runs = calloc(200, sizeof *c.runs);
+    atomic_init(&c.by_other, 0);
+    rs_pool_run(p, 200, pool_task, &c);
+    CHECK(atomic_load(&c.by_other) > 0, "no task of a slow caller's share was stolen");
+    free(c.runs);
+    rs_pool_free(p);
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: %s MODEL.gguf SCRATCH_DIR\n", argv[0]);
@@ -173,6 +229,8 @@ int main(int argc, char **argv) {
     test_bad_files(argv[1], argv[2]);
     printf("forward:\n");
     test_forward(argv[1]);
+    printf("thread pool:\n");
+    test_pool();
     printf(failures ? "test_engine: %d FAILED\n" : "test_engine: all passed\n", failures);
     return failures ? 1 : 0;
 }
