@@ -86,13 +86,14 @@ void rs_softmax_neon(float *x, int n);  /* softmax_neon.c */
 extern const rs_kernels rs_kernels_scalar;
 #if defined(__x86_64__)
 extern const rs_kernels rs_kernels_avx2;
+extern const rs_kernels rs_kernels_avx512; /* AVX2's, with AVX-512 VNNI GEMMs for several tokens */
 #endif
 #if defined(__aarch64__)
 extern const rs_kernels rs_kernels_neon;
 #endif
 
 /* The best table this CPU runs, unless RADIXSERVE_KERNELS names another
- * ("scalar", "avx2", "neon"); *err gets a message when the name is unknown
+ * ("scalar", "avx2", "avx512", "neon"); *err gets a message when the name is unknown
  * or the CPU lacks the instructions, and NULL is returned. */
 const rs_kernels *rs_kernels_select(char *err, size_t err_len);
 

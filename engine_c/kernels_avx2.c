@@ -18,11 +18,11 @@
 #pragma GCC target("avx2,fma,f16c")
 #endif
 
-#include "kernels_avx2.h"
+#include "kernels_avx2_q.h"
 
 /* ---------------------------------------------------------------- quantize */
 
-static void quantize_q16(const float *x, rs_block_q16 *y, int k) {
+void rs_avx2_quantize_q16(const float *x, rs_block_q16 *y, int k) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     const __m256 half = _mm256_set1_ps(0.5f);
     const __m256 one = _mm256_set1_ps(1.0f);
@@ -75,55 +75,6 @@ static void quantize_q16(const float *x, rs_block_q16 *y, int k) {
 }
 
 /* ------------------------------------------------------- quantized GEMMs */
-
-enum { K_Q4_0, K_Q4_1, K_Q8_0 };
-
-AI size_t qbs(const int kind) {
-    return kind == K_Q4_0 ? sizeof(rs_block_q4_0) : kind == K_Q4_1 ? sizeof(rs_block_q4_1) : sizeof(rs_block_q8_0);
-}
-
-/* The block's 32 weights as int16: elements 0..15 in *lo, 16..31 in *hi
- * (Q4_1: nibbles 0..15, Q4_0: nibble - 8, Q8_0: sign-extended). */
-AI void unpack(const int kind, const char *blk, __m256i *lo, __m256i *hi) {
-    if (kind == K_Q8_0) {
-        *lo = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 2)));
-        *hi = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 18)));
-        return;
-    }
-    /* byte j holds element j (low nibble) and j + 16 (high nibble) */
-    __m256i w16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(blk + (kind == K_Q4_1 ? 4 : 2))));
-    *lo = _mm256_and_si256(w16, _mm256_set1_epi16(0x0f));
-    *hi = _mm256_srli_epi16(w16, 4);
-    if (kind == K_Q4_0) {
-        *lo = _mm256_sub_epi16(*lo, _mm256_set1_epi16(8));
-        *hi = _mm256_sub_epi16(*hi, _mm256_set1_epi16(8));
-    }
-}
-
-/* The f16 scales of 8 rows' blocks, r[i] the block of row i: Q4_1 reads
- * [d, m] pairs, the others d plus two bytes of qs they ignore. Returns d in
- * *d and (Q4_1) m in *m, lane i holding row SIGMA(i): shuffle_ps splitting
- * the two converted 4-row halves interleaves them as (0,1,4,5, 2,3,6,7). One 32-bit load per
- * row and two conversions, not eight 16-bit inserts. */
-#define SIGMA(i) ((int[]){0, 1, 4, 5, 2, 3, 6, 7}[i])
-AI void scales8(const char *const r[8], __m256 *d, __m256 *m) {
-    __m256 a = _mm256_cvtph_ps(_mm_setr_epi32((int)ld32(r[0]), (int)ld32(r[1]), (int)ld32(r[2]), (int)ld32(r[3])));
-    __m256 c = _mm256_cvtph_ps(_mm_setr_epi32((int)ld32(r[4]), (int)ld32(r[5]), (int)ld32(r[6]), (int)ld32(r[7])));
-    *d = _mm256_shuffle_ps(a, c, 0x88);
-    *m = _mm256_shuffle_ps(a, c, 0xdd);
-}
-
-/* The scalar reference's float step for one block, lane by lane:
- *   q4_0, q8_0: acc = acc + (d_w * x.d) * float(isum)
- *   q4_1:       acc = acc + ((d_w * x.d) * float(isum) + m_w * x.s)
- * separate multiplies and adds, in the scalar's order (this file is built
- * with -std=c11, so nothing is contracted into an FMA): every path below
- * ends in this function, so results equal the scalar's bit for bit. */
-AI __m256 qstep(const int kind, __m256 acc, __m256i isum, __m256 d, __m256 xd, __m256 m, __m256 xs) {
-    __m256 v = _mm256_mul_ps(_mm256_mul_ps(d, xd), _mm256_cvtepi32_ps(isum));
-    if (kind == K_Q4_1) v = _mm256_add_ps(v, _mm256_mul_ps(m, xs));
-    return _mm256_add_ps(acc, v);
-}
 
 /* The 8 int32 lanes of each of p[0..7], summed: lane i of the result is
  * the sum of p[i] (exact integer sums, any order). Pairs, then quads, then
@@ -196,70 +147,12 @@ AI void qdec8(const int kind, int nv, int nb, const char *w, size_t ws, const rs
         if (SIGMA(i) < nv) y[SIGMA(i)] = out[i];
 }
 
-/* Several tokens: rows in lanes. A group of 8 rows is packed once per token
- * chunk: per block, 16 vectors P[j] = (pair j of rows 0..7), pair j being
- * int16 elements 2j, 2j+1 (an 8x8 transpose of 32-bit pairs of the unpacked
- * weights), plus d and m of the 8 rows as floats. Then for every token,
- * per block: broadcast the token's pair j, vpmaddwd with P[j], add: after
- * 16 pairs the 8 lanes hold the 8 rows' exact block sums, with no
- * horizontal sum, and d, m, x.d, x.s are already in lane order.
- * Per 8-row group and block: 16 pairs x 8 int32 (512 bytes) + 16 floats. */
+/* Several tokens: rows in lanes (kernels_avx2_q.h packs them). Per 8-row
+ * group and block: 16 pairs x 8 int32 (512 bytes), then d and m. */
 enum { PK_BYTES = 16 * 32 + 16 * 4 };
 
-AI void transpose8(__m256i a[8]) {
-    __m256i t[8], u[8];
-    UNROLL
-    for (int i = 0; i < 4; i++) {
-        t[2 * i] = _mm256_unpacklo_epi32(a[2 * i], a[2 * i + 1]);
-        t[2 * i + 1] = _mm256_unpackhi_epi32(a[2 * i], a[2 * i + 1]);
-    }
-    UNROLL
-    for (int i = 0; i < 2; i++) {
-        u[4 * i + 0] = _mm256_unpacklo_epi64(t[4 * i + 0], t[4 * i + 2]);
-        u[4 * i + 1] = _mm256_unpackhi_epi64(t[4 * i + 0], t[4 * i + 2]);
-        u[4 * i + 2] = _mm256_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-        u[4 * i + 3] = _mm256_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-    }
-    UNROLL
-    for (int i = 0; i < 4; i++) {
-        a[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
-        a[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
-    }
-}
-
-/* nv < 8 rows: the missing lanes repeat the last row (never stored). */
 AI void qpack8(const int kind, int nv, int nb, const char *w, size_t ws, char *pk) {
-    const size_t bs = qbs(kind);
-    const char *row[8];
-    UNROLL
-    for (int r = 0; r < 8; r++) row[r] = w + (size_t)(r < nv ? r : nv - 1) * ws;
-    for (int b = 0; b < nb; b++) {
-        __m256i *P = (__m256i *)(pk + (size_t)b * PK_BYTES);
-        UNROLL
-        for (int half = 0; half < 2; half++) { /* elements 0..15, then 16..31 */
-            __m256i a[8];
-            UNROLL
-            for (int r = 0; r < 8; r++) {
-                /* 8 interleaved row streams defeat the hardware prefetcher
-                 * on a matrix in DRAM: fetch the next group's block */
-                if (!half) _mm_prefetch((const char *)((uintptr_t)(row[r] + b * bs) + 8 * ws), _MM_HINT_T0);
-                __m256i lo, hi;
-                unpack(kind, row[r] + b * bs, &lo, &hi);
-                a[r] = half ? hi : lo;
-            }
-            transpose8(a);
-            UNROLL
-            for (int j = 0; j < 8; j++) _mm256_store_si256(P + 8 * half + j, a[j]);
-        }
-        const char *blk[8];
-        UNROLL
-        for (int i = 0; i < 8; i++) blk[i] = row[i] + b * bs;
-        __m256 d, m; /* lane i is row SIGMA(i): put lane r back to row r */
-        scales8(blk, &d, &m);
-        const __m256i unsigma = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7); /* SIGMA is its own inverse */
-        _mm256_store_ps((float *)(P + 16), _mm256_permutevar8x32_ps(d, unsigma));
-        _mm256_store_ps((float *)(P + 16) + 8, _mm256_permutevar8x32_ps(m, unsigma));
-    }
+    qpack8_into(kind, nv, nb, w, ws, pk, PK_BYTES, 32, 16 * 32, 16 * 32 + 32);
 }
 
 /* 8 packed rows x T tokens (T <= 4: T int32 sums + T float accumulators
@@ -318,7 +211,7 @@ AI void qrows(const int kind, const int T, int nv, int nb, const char *pk, const
         default: qrows(kind, 4, nv, nb, pk, x, y, ldy); break; \
         } \
     } \
-    static void gemm_##name(int nr, int nt, int k, const void *w, size_t w_stride, const rs_block_q16 *x, \
+    void rs_avx2_gemm_##name(int nr, int nt, int k, const void *w, size_t w_stride, const rs_block_q16 *x, \
                             float *y, size_t ldy) { \
         gemm_q(qdec8_##name, qpack8_##name, qrows_##name, nr, nt, k, w, w_stride, x, y, ldy); \
     }
@@ -367,7 +260,7 @@ QKERNELS(q8_0, K_Q8_0)
 
 /* ----------------------------------------------------------- conversions */
 
-static void f32_to_f16(const float *x, uint16_t *y, int n) {
+void rs_avx2_f32_to_f16(const float *x, uint16_t *y, int n) {
     int i = 0;
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
@@ -382,10 +275,10 @@ static void f32_to_f16(const float *x, uint16_t *y, int n) {
 
 const rs_kernels rs_kernels_avx2 = {
     .name = "avx2",
-    .quantize_q16 = quantize_q16,
-    .gemm_q4_0 = gemm_q4_0,
-    .gemm_q4_1 = gemm_q4_1,
-    .gemm_q8_0 = gemm_q8_0,
+    .quantize_q16 = rs_avx2_quantize_q16,
+    .gemm_q4_0 = rs_avx2_gemm_q4_0,
+    .gemm_q4_1 = rs_avx2_gemm_q4_1,
+    .gemm_q8_0 = rs_avx2_gemm_q8_0,
     .gemm_f32 = rs_avx2_gemm_f32,
     .gemm_f16 = rs_avx2_gemm_f16,
     .gemm_bf16 = rs_avx2_gemm_bf16,
@@ -397,7 +290,7 @@ const rs_kernels rs_kernels_avx2 = {
     .attn_accum_f16_multi = rs_avx2_attn_accum_f16_multi,
     .attn_scores_f32_multi = rs_avx2_attn_scores_f32_multi,
     .attn_accum_f32_multi = rs_avx2_attn_accum_f32_multi,
-    .f32_to_f16 = f32_to_f16,
+    .f32_to_f16 = rs_avx2_f32_to_f16,
     .softmax = rs_softmax_avx2,
 };
 

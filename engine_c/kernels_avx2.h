@@ -41,6 +41,12 @@ AI float hsum8(__m256 v) {
     return _mm_cvtss_f32(a);
 }
 
+/* kernels_avx2.c (the AVX-512 table reuses them) */
+void rs_avx2_quantize_q16(const float *x, rs_block_q16 *y, int k);
+void rs_avx2_gemm_q4_0(int nr, int nt, int k, const void *w, size_t w_stride, const rs_block_q16 *x, float *y, size_t ldy);
+void rs_avx2_gemm_q4_1(int nr, int nt, int k, const void *w, size_t w_stride, const rs_block_q16 *x, float *y, size_t ldy);
+void rs_avx2_gemm_q8_0(int nr, int nt, int k, const void *w, size_t w_stride, const rs_block_q16 *x, float *y, size_t ldy);
+void rs_avx2_f32_to_f16(const float *x, uint16_t *y, int n);
 /* kernels_avx2_float.c */
 void rs_avx2_gemm_f32(int nr, int nt, int k, const void *w, size_t w_stride, const float *x, float *y, size_t ldy);
 void rs_avx2_gemm_f16(int nr, int nt, int k, const void *w, size_t w_stride, const float *x, float *y, size_t ldy);

@@ -1,5 +1,6 @@
 /* Picking the kernel table: the best this CPU runs, or the one named by
- * RADIXSERVE_KERNELS ("scalar", "avx2", "neon"). No printing, no abort. */
+ * RADIXSERVE_KERNELS ("scalar", "avx2", "avx512", "neon"). No printing, no
+ * abort. */
 #include "kernels.h"
 
 #include <stdio.h>
@@ -12,6 +13,12 @@ static int cpu_has_avx2(void) {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
            __builtin_cpu_supports("f16c");
 }
+
+/* libgcc's checks include the OS saving the zmm state (XCR0) */
+static int cpu_has_avx512(void) {
+    return cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+}
 #endif
 
 #define SET_ERR(...) \
@@ -23,11 +30,18 @@ const rs_kernels *rs_kernels_select(char *err, size_t err_len) {
     const char *want = getenv("RADIXSERVE_KERNELS");
     if (want && !*want) want = NULL;
     if (want && !strcmp(want, "scalar")) return &rs_kernels_scalar;
-    if (want && strcmp(want, "avx2") && strcmp(want, "neon")) {
-        SET_ERR("RADIXSERVE_KERNELS=%s: unknown kernel table (want scalar, avx2 or neon)", want);
+    if (want && strcmp(want, "avx2") && strcmp(want, "avx512") && strcmp(want, "neon")) {
+        SET_ERR("RADIXSERVE_KERNELS=%s: unknown kernel table (want scalar, avx2, avx512 or neon)", want);
         return NULL;
     }
 #if defined(__x86_64__)
+    if (!want || !strcmp(want, "avx512")) {
+        if (cpu_has_avx512()) return &rs_kernels_avx512;
+        if (want) {
+            SET_ERR("RADIXSERVE_KERNELS=%s: this CPU lacks AVX-512 F/BW/VL/VNNI (or AVX2, FMA, F16C)", want);
+            return NULL;
+        }
+    }
     if (!want || !strcmp(want, "avx2")) {
         if (cpu_has_avx2()) return &rs_kernels_avx2;
         if (want) {

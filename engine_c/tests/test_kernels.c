@@ -170,28 +170,15 @@ void test_gemm_f(const rs_kernels *S, const rs_kernels *V, int type, stat_t *st,
 
 /* ------------------------------------------------------------------ main */
 
-int main(int argc, char **argv) {
-    const rs_kernels *S = &rs_kernels_scalar, *V = S;
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-        V = &rs_kernels_avx2, g_exact_q = 1;
-    else
-        printf("note: this CPU lacks AVX2/FMA/F16C: only the scalar table is checked\n");
-#elif defined(__aarch64__)
-    V = &rs_kernels_neon;
-#endif
-    if (argc > 1 && !strcmp(argv[1], "--bench")) {
-        bench(S, V);
-        return 0;
-    }
+/* Every check, one SIMD table V against the scalar S. */
+static void check_table(const rs_kernels *S, const rs_kernels *V) {
     printf("kernels: %s against %s\n", V->name, S->name);
 
     stat_t st;
     /* quantized GEMMs */
     static const int ks[] = {32, 64, 576, 1536};
     static const int shapes[][2] = {{1, 1}, {3, 5}, {7, 3}, {5, 7}, {13, 17}, {17, 13}, {2, 1}, {4, 2},
-                                    {1, 16}, {9, 4}, {6, 70}, {37, 1}};
+                                    {1, 16}, {9, 4}, {6, 70}, {37, 1}, {33, 19}, {16, 8}};
     for (int type = 0; type < 3; type++) {
         memset(&st, 0, sizeof st);
         st.name = qname[type];
@@ -203,12 +190,13 @@ int main(int argc, char **argv) {
             }
         test_gemm_q(S, V, type, &st, 192, 1, 576, 0);
         test_gemm_q(S, V, type, &st, 8, 130, 64, 0); /* crosses token chunks */
+        test_gemm_q(S, V, type, &st, 48, 67, 64, 0); /* whole 16-row groups, 8-token steps, a chunk edge */
         g_extreme = 1; /* integer sums at their limits */
         test_gemm_q(S, V, type, &st, 5, 7, 1536, 1);
         test_gemm_q(S, V, type, &st, 4, 4, 64, 0);
         g_extreme = 0;
         snprintf(st.shapes, sizeof st.shapes,
-                 "nr x nt x k: 1..37 x 1..70 x {32,64,576,1536}, 192x1x576, 8x130x64, extremes");
+                 "nr x nt x k: 1..37 x 1..70 x {32,64,576,1536}, 192x1x576, 8x130x64, 48x67x64, extremes");
         stat_print(&st);
     }
     /* float GEMMs */
@@ -268,7 +256,36 @@ int main(int argc, char **argv) {
     st.name = "f32_to_f16";
     test_f16(S, V, &st);
     stat_print(&st);
-    test_select(V);
+}
+
+int main(int argc, char **argv) {
+    const rs_kernels *S = &rs_kernels_scalar;
+    const rs_kernels *tables[2];
+    int n = 0;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+        tables[n++] = &rs_kernels_avx2;
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
+            tables[n++] = &rs_kernels_avx512;
+        else
+            printf("note: this CPU lacks AVX-512 F/BW/VL/VNNI: the avx512 table is not checked\n");
+    } else {
+        printf("note: this CPU lacks AVX2/FMA/F16C: only the scalar table is checked\n");
+    }
+    g_exact_q = 1; /* both x86 tables promise the scalar's bits */
+#elif defined(__aarch64__)
+    tables[n++] = &rs_kernels_neon;
+#endif
+    const rs_kernels *best = n ? tables[n - 1] : S;
+    if (argc > 1 && !strcmp(argv[1], "--bench")) {
+        bench(S, best);
+        return 0;
+    }
+    if (!n) check_table(S, S);
+    for (int i = 0; i < n; i++) check_table(S, tables[i]);
+    test_select(best);
 
     printf("%s\n", g_fail ? "test_kernels: FAILED" : "test_kernels: all passed");
     return g_fail ? 1 : 0;

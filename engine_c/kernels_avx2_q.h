@@ -1,0 +1,128 @@
+/* Quantized-block helpers shared by the AVX2 GEMMs (kernels_avx2.c) and the
+ * AVX-512 ones (kernels_avx512.c): unpacking a block's weights to int16, the
+ * scales of 8 rows, the scalar reference's float step, and the pack that puts
+ * 8 rows' weights in vector lanes. Include after a `#pragma GCC target` that
+ * enables at least AVX2, FMA and F16C. */
+#ifndef RS_KERNELS_AVX2_Q_H
+#define RS_KERNELS_AVX2_Q_H
+
+#include "kernels_avx2.h"
+
+enum { K_Q4_0, K_Q4_1, K_Q8_0 };
+
+AI size_t qbs(const int kind) {
+    return kind == K_Q4_0 ? sizeof(rs_block_q4_0) : kind == K_Q4_1 ? sizeof(rs_block_q4_1) : sizeof(rs_block_q8_0);
+}
+
+/* The block's 32 weights as int16: elements 0..15 in *lo, 16..31 in *hi
+ * (Q4_1: nibbles 0..15, Q4_0: nibble - 8, Q8_0: sign-extended). */
+AI void unpack(const int kind, const char *blk, __m256i *lo, __m256i *hi) {
+    if (kind == K_Q8_0) {
+        *lo = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 2)));
+        *hi = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 18)));
+        return;
+    }
+    /* byte j holds element j (low nibble) and j + 16 (high nibble) */
+    __m256i w16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(blk + (kind == K_Q4_1 ? 4 : 2))));
+    *lo = _mm256_and_si256(w16, _mm256_set1_epi16(0x0f));
+    *hi = _mm256_srli_epi16(w16, 4);
+    if (kind == K_Q4_0) {
+        *lo = _mm256_sub_epi16(*lo, _mm256_set1_epi16(8));
+        *hi = _mm256_sub_epi16(*hi, _mm256_set1_epi16(8));
+    }
+}
+
+/* The f16 scales of 8 rows' blocks, r[i] the block of row i: Q4_1 reads
+ * [d, m] pairs, the others d plus two bytes of qs they ignore. Returns d in
+ * *d and (Q4_1) m in *m, lane i holding row SIGMA(i): shuffle_ps splitting
+ * the two converted 4-row halves interleaves them as (0,1,4,5, 2,3,6,7). One 32-bit load per
+ * row and two conversions, not eight 16-bit inserts. */
+#define SIGMA(i) ((int[]){0, 1, 4, 5, 2, 3, 6, 7}[i])
+AI void scales8(const char *const r[8], __m256 *d, __m256 *m) {
+    __m256 a = _mm256_cvtph_ps(_mm_setr_epi32((int)ld32(r[0]), (int)ld32(r[1]), (int)ld32(r[2]), (int)ld32(r[3])));
+    __m256 c = _mm256_cvtph_ps(_mm_setr_epi32((int)ld32(r[4]), (int)ld32(r[5]), (int)ld32(r[6]), (int)ld32(r[7])));
+    *d = _mm256_shuffle_ps(a, c, 0x88);
+    *m = _mm256_shuffle_ps(a, c, 0xdd);
+}
+
+/* The scalar reference's float step for one block, lane by lane:
+ *   q4_0, q8_0: acc = acc + (d_w * x.d) * float(isum)
+ *   q4_1:       acc = acc + ((d_w * x.d) * float(isum) + m_w * x.s)
+ * separate multiplies and adds, in the scalar's order (this file is built
+ * with -std=c11, so nothing is contracted into an FMA): every path below
+ * ends in this function, so results equal the scalar's bit for bit. */
+AI __m256 qstep(const int kind, __m256 acc, __m256i isum, __m256 d, __m256 xd, __m256 m, __m256 xs) {
+    __m256 v = _mm256_mul_ps(_mm256_mul_ps(d, xd), _mm256_cvtepi32_ps(isum));
+    if (kind == K_Q4_1) v = _mm256_add_ps(v, _mm256_mul_ps(m, xs));
+    return _mm256_add_ps(acc, v);
+}
+
+/* Several tokens: rows in lanes. A group of 8 rows is packed once per token
+ * chunk: per block, 16 vectors P[j] = (pair j of rows 0..7), pair j being
+ * int16 elements 2j, 2j+1 (an 8x8 transpose of 32-bit pairs of the unpacked
+ * weights), plus d and m of the 8 rows as floats. Then for every token,
+ * per block: broadcast the token's pair j, multiply-add it with P[j]
+ * (vpmaddwd, or vpdpwssd over two packs side by side): after 16 pairs the
+ * lanes hold the rows' exact block sums, with no horizontal sum, and d, m,
+ * x.d, x.s are already in lane order. */
+
+AI void transpose8(__m256i a[8]) {
+    __m256i t[8], u[8];
+    UNROLL
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_epi32(a[2 * i], a[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_epi32(a[2 * i], a[2 * i + 1]);
+    }
+    UNROLL
+    for (int i = 0; i < 2; i++) {
+        u[4 * i + 0] = _mm256_unpacklo_epi64(t[4 * i + 0], t[4 * i + 2]);
+        u[4 * i + 1] = _mm256_unpackhi_epi64(t[4 * i + 0], t[4 * i + 2]);
+        u[4 * i + 2] = _mm256_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm256_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    UNROLL
+    for (int i = 0; i < 4; i++) {
+        a[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
+        a[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
+    }
+}
+
+/* The pack of 8 rows into any layout: block b's pair j at
+ * dst + b*blk + j*pair, its d and m (8 floats each) at + d_off and + m_off.
+ * nv < 8 rows: the missing lanes repeat the last row (never stored). */
+AI void qpack8_into(const int kind, int nv, int nb, const char *w, size_t ws, char *dst, size_t blk, size_t pair,
+                    size_t d_off, size_t m_off) {
+    const size_t bs = qbs(kind);
+    const char *row[8];
+    UNROLL
+    for (int r = 0; r < 8; r++) row[r] = w + (size_t)(r < nv ? r : nv - 1) * ws;
+    for (int b = 0; b < nb; b++) {
+        char *P = dst + (size_t)b * blk;
+        UNROLL
+        for (int half = 0; half < 2; half++) { /* elements 0..15, then 16..31 */
+            __m256i a[8];
+            UNROLL
+            for (int r = 0; r < 8; r++) {
+                /* 8 interleaved row streams defeat the hardware prefetcher
+                 * on a matrix in DRAM: fetch the next group's block */
+                if (!half) _mm_prefetch((const char *)((uintptr_t)(row[r] + b * bs) + 8 * ws), _MM_HINT_T0);
+                __m256i lo, hi;
+                unpack(kind, row[r] + b * bs, &lo, &hi);
+                a[r] = half ? hi : lo;
+            }
+            transpose8(a);
+            UNROLL
+            for (int j = 0; j < 8; j++) _mm256_store_si256((__m256i *)(P + (8 * (size_t)half + j) * pair), a[j]);
+        }
+        const char *blk[8];
+        UNROLL
+        for (int i = 0; i < 8; i++) blk[i] = row[i] + b * bs;
+        __m256 d, m; /* lane i is row SIGMA(i): put lane r back to row r */
+        scales8(blk, &d, &m);
+        const __m256i unsigma = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7); /* SIGMA is its own inverse */
+        _mm256_store_ps((float *)(P + d_off), _mm256_permutevar8x32_ps(d, unsigma));
+        _mm256_store_ps((float *)(P + m_off), _mm256_permutevar8x32_ps(m, unsigma));
+    }
+}
+
+#endif
