@@ -10,40 +10,22 @@
  *                                          so a chunk attends to itself from
  *                                          the pages, exactly as a later call)
  *   a = attention(q over the sequence's pages 0..pos) ; x += a Wo^T
+ *                                         (attention.c: by chunks of positions,
+ *                                          merged in chunk order)
  *   h = rmsnorm(x) * ffn_norm ; x += (silu(h Wg^T) * h Wu^T) Wd^T
  * then logits = rmsnorm(x[selected rows]) * output_norm Wout^T.
  *
- * Determinism: every output element is computed whole by one task in a fixed
- * order that depends only on that token's own inputs (kernels.h contract),
- * so batch composition, chunking and thread count never change a result. */
+ * Determinism: every output element is computed in a fixed order that
+ * depends only on that token's own inputs (kernels.h contract; attention's
+ * chunks are fixed by position), so batch composition, chunking and thread
+ * count never change a result. */
 #include "errors.h"
-#include "kv.h"
-#include "model.h"
+#include "forward.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct fwd {
-    rs_model *m;
-    rs_kv *kv;
-    const rs_kernels *K;
-    int T;
-    const rs_seq *seqs;
-    const int32_t *pages;
-    int32_t *tok_seq;       /* [T] */
-    int32_t *tok_pos;       /* [T] */
-    float *x;               /* [T][E] residual stream */
-    float *h;               /* [T][max(E, Q)] normed input / attention output */
-    float *q;               /* [T][Q] */
-    float *k, *v;           /* [T][KVD] */
-    float *g, *u;           /* [T][F] */
-    float *tmp;             /* [T][E] */
-    rs_block_q16 *xq;        /* [T][max(E, Q, F)/32] quantized activations */
-    float *rope_cos, *rope_sin; /* [T][rope_dim/2] */
-    float *scores;          /* [n_threads][ATTN_GROUP * heads per KV head][max_ctx] */
-    int max_ctx;
-} fwd;
 
 /* ---- parallel GEMM over row blocks ----
  * One pool run can cover up to three matrices that read the same input
@@ -202,146 +184,6 @@ static void write_kv(fwd *f, int layer) {
     }
 }
 
-/* Attention tasks: one KV head x a group of up to ATTN_GROUP consecutive
- * batch tokens. Within a task the loops run page-major: page i of every
- * token in the group, then page i+1, so a page that several sequences share
- * (a common prompt) is fetched from memory once per step and then re-read
- * from L1. Per page, the queries of all group tokens that read the same
- * physical page go to one multi-query kernel call (scores: the rows are
- * converted once for all of them). Each query's scores, softmax and V sums
- * still run in its own position order with a per-query operation sequence
- * the kernels fix (kernels.h: bit-identical whatever nq or the other
- * queries), so grouping, head_split and threads never change a result. */
-enum { ATTN_GROUP = 8 };
-
-typedef struct attn_job {
-    fwd *f;
-    int layer;
-    int head_split;  /* tasks per (KV head, group): 1, or G to spread a small batch over threads */
-} attn_job;
-
-static int n_seq_pages(const fwd *f, int t) { return f->tok_pos[t] / f->kv->page_size + 1; }
-
-static const uint8_t *page_ptr(const fwd *f, int t, int i, int layer, int which, size_t head_off) {
-    const rs_seq *s = &f->seqs[f->tok_seq[t]];
-    return rs_kv_ptr(f->kv, f->pages[s->page_offset + i], layer, which) + head_off;
-}
-
-/* Prefetch one page's rows of this head (the next pages of the walk). */
-static void prefetch_page(const uint8_t *p, int np, size_t row_bytes, size_t head_bytes) {
-    for (int r = 0; r < np; r++)
-        for (size_t o = 0; o < head_bytes; o += 64) __builtin_prefetch(p + (size_t)r * row_bytes + o, 0, 3);
-}
-
-enum { ATTN_QCAP = 32, ATTN_PF = 2 /* pages ahead */ };
-
-/* queries (or weight rows) gathered for one multi-query kernel call */
-typedef struct attn_batch {
-    int nq, npmax;
-    const uint8_t *page;
-    const float *in[ATTN_QCAP]; /* scores: the queries; accum: the weights */
-    float *out[ATTN_QCAP];      /* scores: the score rows; accum: the sums */
-    int np[ATTN_QCAP];
-} attn_batch;
-
-static void attn_flush(const fwd *f, int which, attn_batch *b) {
-    const rs_kernels *K = f->K;
-    const rs_kv *kv = f->kv;
-    int hd = f->m->hp.head_dim;
-    if (!b->nq) return;
-    if (which == 0) {
-        float scale = 1.0f / sqrtf((float)hd);
-        if (kv->dtype == RS_KV_F16)
-            K->attn_scores_f16_multi(b->npmax, hd, (const uint16_t *)b->page, (size_t)kv->kvd, b->nq, b->in, scale, b->out);
-        else
-            K->attn_scores_f32_multi(b->npmax, hd, (const float *)b->page, (size_t)kv->kvd, b->nq, b->in, scale, b->out);
-    } else {
-        if (kv->dtype == RS_KV_F16)
-            K->attn_accum_f16_multi(hd, (const uint16_t *)b->page, (size_t)kv->kvd, b->nq, b->np, b->in, b->out);
-        else
-            K->attn_accum_f32_multi(hd, (const float *)b->page, (size_t)kv->kvd, b->nq, b->np, b->in, b->out);
-    }
-    b->nq = 0, b->npmax = 0;
-}
-
-static void attn_task(void *ctx, int task, int thread) {
-    attn_job *j = ctx;
-    fwd *f = j->f;
-    const rs_hparams *hp = &f->m->hp;
-    const rs_kv *kv = f->kv;
-    const rs_kernels *K = f->K;
-    int hd = hp->head_dim, nh = hp->n_head, ps = kv->page_size, G = nh / hp->n_head_kv;
-    int split = j->head_split;
-    int sub = task % split;
-    task /= split;
-    int g = task % hp->n_head_kv;
-    int t0 = task / hp->n_head_kv * ATTN_GROUP;
-    /* this task's query heads within the KV head's G: [h0, h1) */
-    int h0 = sub * G / split, h1 = (sub + 1) * G / split;
-    int t1 = t0 + ATTN_GROUP < f->T ? t0 + ATTN_GROUP : f->T;
-    size_t head_off = (size_t)g * hd * kv->elem_size;
-    size_t row_bytes = (size_t)kv->kvd * kv->elem_size, head_bytes = (size_t)hd * kv->elem_size;
-    /* sc row (t - t0) * G + hh holds query (t, head g*G+hh)'s scores */
-    float *sc = f->scores + (size_t)thread * ATTN_GROUP * G * f->max_ctx;
-    int max_pages = 0;
-    for (int t = t0; t < t1; t++) max_pages = n_seq_pages(f, t) > max_pages ? n_seq_pages(f, t) : max_pages;
-    /* one multi-query call per page and run of group tokens that read the
-     * same physical page (a sequence's consecutive tokens): the kernels
-     * convert each row once for all of them, and give every query the bits
-     * it would get alone */
-    attn_batch b;
-    b.nq = 0, b.npmax = 0, b.page = NULL;
-    /* Software prefetch ATTN_PF pages ahead where few queries share a page
-     * (decode: one token per sequence) and the walk is memory-bound; a
-     * prefill chunk (one sequence's tokens) computes long enough per page
-     * that it only costs (measured). */
-    int pf_on = !(t1 - t0 > 1 && f->tok_seq[t0] == f->tok_seq[t1 - 1]);
-
-    for (int which = 0; which < 2; which++) {
-        for (int t = t0; t < t1 && pf_on; t++)
-            for (int i = 0; i < ATTN_PF && i * ps < f->tok_pos[t] + 1; i++)
-                prefetch_page(page_ptr(f, t, i, j->layer, which, head_off), ps, row_bytes, head_bytes);
-        for (int i = 0; i < max_pages; i++) {
-            const uint8_t *last_pf = NULL;
-            for (int t = t0; t < t1 && pf_on; t++) {
-                int ip = i + ATTN_PF, n = f->tok_pos[t] + 1;
-                if (ip * ps >= n) continue;
-                const uint8_t *pf = page_ptr(f, t, ip, j->layer, which, head_off);
-                if (pf != last_pf) prefetch_page(pf, n - ip * ps < ps ? n - ip * ps : ps, row_bytes, head_bytes);
-                last_pf = pf;
-            }
-            for (int t = t0; t < t1; t++) {
-                int n = f->tok_pos[t] + 1;
-                if (i * ps >= n) continue;
-                const uint8_t *p = page_ptr(f, t, i, j->layer, which, head_off);
-                if (p != b.page) attn_flush(f, which, &b);
-                b.page = p;
-                int np = n - i * ps < ps ? n - i * ps : ps;
-                for (int hh = h0; hh < h1; hh++) {
-                    if (b.nq == ATTN_QCAP) attn_flush(f, which, &b);
-                    float *row = sc + ((size_t)(t - t0) * G + hh) * f->max_ctx + (size_t)i * ps;
-                    float *hrow = f->h + (size_t)t * nh * hd + (size_t)(g * G + hh) * hd;
-                    b.in[b.nq] = which == 0 ? f->q + (size_t)t * nh * hd + (size_t)(g * G + hh) * hd : row;
-                    b.out[b.nq] = which == 0 ? row : hrow;
-                    b.np[b.nq] = np;
-                    b.npmax = np > b.npmax ? np : b.npmax;
-                    b.nq++;
-                }
-            }
-            attn_flush(f, which, &b);
-            b.page = NULL;
-        }
-        if (which == 0)
-            for (int t = t0; t < t1; t++) {
-                int n = f->tok_pos[t] + 1;
-                for (int hh = h0; hh < h1; hh++) {
-                    K->softmax(sc + ((size_t)(t - t0) * G + hh) * f->max_ctx, n);
-                    memset(f->h + (size_t)t * nh * hd + (size_t)(g * G + hh) * hd, 0, (size_t)hd * sizeof(float));
-                }
-            }
-    }
-}
-
 /* ---- one layer, the whole pass ---- */
 
 static void layer_forward(fwd *f, int l) {
@@ -361,12 +203,7 @@ static void layer_forward(fwd *f, int l) {
         rope(f->k + (size_t)t * KVD, hp->n_head_kv, hp->head_dim, hp->rope_dim, c, s);
     }
     write_kv(f, l);
-    /* few tasks (a small decode batch): split each KV head's query heads too,
-     * at the price of re-reading its pages from cache */
-    int n_tasks = (T + ATTN_GROUP - 1) / ATTN_GROUP * hp->n_head_kv;
-    int split = n_tasks < 4 * rs_pool_size(f->m->pool) ? hp->n_head / hp->n_head_kv : 1;
-    attn_job aj = {f, l, split};
-    rs_pool_run(f->m->pool, n_tasks * split, attn_task, &aj);
+    rs_attention(f, l);
     gemm_f(f, &L->wo, f->h, T, f->tmp);
     for (size_t i = 0; i < (size_t)T * E; i++) f->x[i] += f->tmp[i];
 
@@ -431,7 +268,7 @@ static int validate(const rs_model *m, const rs_kv *kv, const int32_t *tokens, i
 static void fwd_free(fwd *f) {
     free(f->tok_seq); free(f->tok_pos); free(f->x); free(f->h); free(f->q); free(f->k);
     free(f->v); free(f->g); free(f->u); free(f->tmp); free(f->xq); free(f->rope_cos);
-    free(f->rope_sin); free(f->scores);
+    free(f->rope_sin); rs_attn_free(f);
 }
 
 static int fwd_alloc(fwd *f, const rs_seq *seqs, int n_seqs) {
@@ -456,10 +293,8 @@ static int fwd_alloc(fwd *f, const rs_seq *seqs, int n_seqs) {
     f->xq = malloc(T * (qw / RS_QK + 1) * sizeof(rs_block_q16));
     f->rope_cos = malloc(T * (size_t)(hp->rope_dim / 2 + 1) * sizeof(float));
     f->rope_sin = malloc(T * (size_t)(hp->rope_dim / 2 + 1) * sizeof(float));
-    size_t group_rows = (size_t)ATTN_GROUP * (size_t)(hp->n_head / hp->n_head_kv);
-    f->scores = malloc((size_t)rs_pool_size(f->m->pool) * group_rows * (size_t)f->max_ctx * sizeof(float));
     return f->tok_seq && f->tok_pos && f->x && f->h && f->q && f->k && f->v && f->g && f->u &&
-           f->tmp && f->xq && f->rope_cos && f->rope_sin && f->scores;
+           f->tmp && f->xq && f->rope_cos && f->rope_sin && rs_attn_alloc(f);
 }
 
 int rs_forward(rs_model *m, rs_kv *kv, const int32_t *tokens, int32_t n_tokens, const rs_seq *seqs,

@@ -70,17 +70,18 @@ typedef struct rs_kernels {
                                  const float *const *w, float *const *acc);
     /* float -> half, round to nearest even (writing K/V pages). */
     void (*f32_to_f16)(const float *x, uint16_t *y, int n);
-    /* In place: x[i] = exp(x[i] - max) / sum, n >= 1 (one attention row).
-     * SIMD versions use a polynomial exp within ~2 ulp of expf; for a given
-     * n each element's operations are fixed. */
-    void (*softmax)(float *x, int n);
+    /* In place: x[i] = exp(x[i] - max) / sum, n >= 1 (one attention row,
+     * or one chunk of it); returns sum and stores max in *max (the forward
+     * merges chunks with them). SIMD versions use a polynomial exp within
+     * ~2 ulp of expf; for a given n each element's operations are fixed. */
+    float (*softmax)(float *x, int n, float *max);
 } rs_kernels;
 
 #if defined(__x86_64__)
-void rs_softmax_avx2(float *x, int n);  /* softmax_avx2.c */
+float rs_softmax_avx2(float *x, int n, float *max);  /* softmax_avx2.c */
 #endif
 #if defined(__aarch64__)
-void rs_softmax_neon(float *x, int n);  /* softmax_neon.c */
+float rs_softmax_neon(float *x, int n, float *max);  /* softmax_neon.c */
 #endif
 
 extern const rs_kernels rs_kernels_scalar;

@@ -207,7 +207,7 @@ static void attn_accum_f32_multi(int hd, const float *v, size_t stride, int nq, 
 }
 
 /* libm's expf, max first so every exponent is <= 0; sum in position order. */
-static void softmax(float *x, int n) {
+static float softmax(float *x, int n, float *max) {
     float mx = -INFINITY, sum = 0.0f;
     for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
     for (int i = 0; i < n; i++) {
@@ -216,6 +216,8 @@ static void softmax(float *x, int n) {
     }
     float inv = 1.0f / sum;
     for (int i = 0; i < n; i++) x[i] *= inv;
+    *max = mx;
+    return sum;
 }
 
 static void f32_to_f16(const float *x, uint16_t *y, int n) {

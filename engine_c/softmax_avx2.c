@@ -37,8 +37,9 @@ static inline __m256 exp8(__m256 x) {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-void rs_softmax_avx2(float *x, int n) {
-    if (n <= 0) return;
+float rs_softmax_avx2(float *x, int n, float *max) {
+    *max = -INFINITY;
+    if (n <= 0) return 0.0f;
     __m256 mv = _mm256_set1_ps(-INFINITY);
     int i = 0;
     for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
@@ -70,9 +71,12 @@ void rs_softmax_avx2(float *x, int n) {
     __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
     s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
     s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
-    const __m256 inv = _mm256_set1_ps(1.0f / _mm_cvtss_f32(s4));
+    const float total = _mm_cvtss_f32(s4);
+    const __m256 inv = _mm256_set1_ps(1.0f / total);
     for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
     for (; i < n; i++) x[i] *= _mm_cvtss_f32(_mm256_castps256_ps128(inv));
+    *max = mx;
+    return total;
 }
 
 #if defined(__clang__)

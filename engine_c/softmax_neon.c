@@ -26,8 +26,9 @@ static inline float32x4_t exp4(float32x4_t x) {
     return vmulq_f32(p, vreinterpretq_f32_s32(e));
 }
 
-void rs_softmax_neon(float *x, int n) {
-    if (n <= 0) return;
+float rs_softmax_neon(float *x, int n, float *max) {
+    *max = -INFINITY;
+    if (n <= 0) return 0.0f;
     float32x4_t mv = vdupq_n_f32(-INFINITY);
     int i = 0;
     for (; i + 4 <= n; i += 4) mv = vmaxq_f32(mv, vld1q_f32(x + i));
@@ -55,10 +56,13 @@ void rs_softmax_neon(float *x, int n) {
     }
     /* fixed order: (0+2, 1+3), then their sum */
     float32x2_t s2 = vadd_f32(vget_low_f32(sum), vget_high_f32(sum));
-    const float inv = 1.0f / (vget_lane_f32(s2, 0) + vget_lane_f32(s2, 1));
+    const float total = vget_lane_f32(s2, 0) + vget_lane_f32(s2, 1);
+    const float inv = 1.0f / total;
     const float32x4_t iv = vdupq_n_f32(inv);
     for (i = 0; i + 4 <= n; i += 4) vst1q_f32(x + i, vmulq_f32(vld1q_f32(x + i), iv));
     for (; i < n; i++) x[i] *= inv;
+    *max = mx;
+    return total;
 }
 
 #else

@@ -94,7 +94,7 @@ class Model:
 
     @property
     def kernels(self) -> str:
-        """The live kernel set: 'avx2', 'neon' or 'scalar' (RADIXSERVE_KERNELS overrides)."""
+        """The live kernel set: 'avx512', 'avx2', 'neon' or 'scalar' (RADIXSERVE_KERNELS overrides)."""
         return ffi.string(lib.rs_model_kernels(self._ptr)).decode()
 
     @property

@@ -92,3 +92,39 @@ def test_forward_releases_the_gil(bundled_model):
         spins += 1
     worker.join()
     assert spins > 10_000, f"the main thread ran only {spins} loop iterations during the forward"
+
+
+@st.composite
+def long_workloads(draw):
+    """A sequence across several attention chunks (256 positions, or 240 with
+    pages of 48), cut anywhere, decoded alongside a neighbour, any threads."""
+    n = draw(st.integers(200, 600))
+    seed = draw(st.integers(0, 2**16))
+    tokens = [int(t) for t in np.random.default_rng(seed).integers(0, 256, n)]
+    cuts = sorted(draw(st.sets(st.integers(1, n - 1), min_size=1, max_size=3)))
+    page_size = draw(st.sampled_from([4, 16, 48]))
+    threads = draw(st.integers(1, 3))
+    return tokens, cuts, page_size, threads
+
+
+@given(work=long_workloads())
+def test_long_sequences_independent_of_chunking_batch_and_threads(tiny_model, work):
+    tokens, cuts, ps, threads = work
+    model = Model(tiny_model(weight_type="Q4_1", n_vocab=256, n_ctx=1024, seed=11))
+    model.threads = 1
+    alone = engine_logits(model, tokens, page_size=ps)
+    model.threads = threads
+    n_pages = -(-len(tokens) // ps)
+    neighbour = tokens[: cuts[0]][::-1] or [1]
+    nb_pages = -(-len(neighbour) // ps)
+    kv = model.kv_store(n_pages=n_pages + nb_pages, page_size=ps)
+    own, theirs = np.arange(n_pages), np.arange(n_pages, n_pages + nb_pages)
+    rows = []
+    bounds = [0, *cuts, len(tokens)]
+    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        batch = [SeqInput(tokens[a:b], a, own)]
+        if i == 0:
+            batch = [SeqInput(neighbour, 0, theirs)] + batch
+        out = model.forward(kv, batch, all_logits=True)
+        rows.append(out[len(out) - (b - a):].copy())
+    assert np.array_equal(alone, np.concatenate(rows))

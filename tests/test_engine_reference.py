@@ -67,3 +67,15 @@ def test_scalar_and_simd_kernels_agree_on_the_model(bundled_model_path, monkeypa
     scalar = engine_logits(scalar_model, tokens)
     assert rel_err(simd, scalar) <= 1e-2
     assert np.array_equal(simd.argmax(1), scalar.argmax(1))
+
+
+@pytest.mark.parametrize("page_size", [4, 48])
+def test_tiny_f32_long_prompt_over_several_attention_chunks(tiny_model, page_size):
+    """Attention runs per chunk of 256 positions (240 with pages of 48) and
+    merges the chunks' softmax partials: 700 positions span three chunks, and
+    the merge must still give the plain softmax of a float64 forward."""
+    path = tiny_model(weight_type="F32", n_ctx=1024)
+    prompt = [int(t) for t in np.random.default_rng(5).integers(0, 256, 700)]
+    got = engine_logits(Model(path, threads=2), prompt, page_size=page_size, kv_dtype="f32")
+    want = ReferenceModel(path).logits(prompt)
+    assert rel_err(got, want) <= 1e-4

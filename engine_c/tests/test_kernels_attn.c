@@ -208,16 +208,21 @@ void test_softmax(const rs_kernels *S, const rs_kernels *V, stat_t *st) {
                 a[i] = b[i] = v;
             }
             a[n] = b[n] = 12345.0f;
-            S->softmax(b, n);
-            V->softmax(a, n);
+            float ms, mv;
+            float ss = S->softmax(b, n, &ms);
+            float sv = V->softmax(a, n, &mv);
             double total = 0;
             for (int i = 0; i < n; i++) {
                 double ref = b[i] > 1e-30 ? b[i] : 1e-30;
                 close_enough(st, a[i], b[i], ref, 8.0 + n, "softmax", n, i);
                 total += a[i];
             }
-            if (fabs(total - 1.0) > 1e-5 || a[n] != 12345.0f) {
-                if (st->fails++ < 5) fprintf(stderr, "FAIL softmax n=%d: sum %.9g, guard %g\n", n, total, a[n]);
+            /* the returned max is exact; the sum one of n rounded terms */
+            if (fabs(total - 1.0) > 1e-5 || a[n] != 12345.0f || mv != ms || !(ss >= 1.0f) ||
+                fabs((double)sv - ss) > 1e-6 * (8.0 + n) * ss) {
+                if (st->fails++ < 5)
+                    fprintf(stderr, "FAIL softmax n=%d: weights sum %.9g, guard %g, max %g/%g, sum %.9g/%.9g\n", n,
+                            total, a[n], (double)mv, (double)ms, (double)sv, (double)ss);
                 g_fail = 1;
             }
             free(a), free(b);

@@ -1,0 +1,267 @@
+/* Attention over the paged KV store, for every token of a batch.
+ *
+ * A query's positions are cut into chunks fixed by position: chunk c holds
+ * positions [c*CL, (c+1)*CL), CL = ATTN_CHUNK rounded down to whole pages (at
+ * least one page). Per chunk: the scores, a softmax over the chunk (which
+ * returns its max m_c and sum S_c) and the V sum with the chunk's weights,
+ * acc_c. Then each query merges its chunks in chunk order:
+ *     M = max_c m_c,  e_c = exp(m_c - M) * S_c,  Z = sum_c e_c,
+ *     a = sum_c (e_c / Z) * acc_c
+ * (one chunk: e_0 / Z is exactly 1 and a = acc_0). Chunks depend only on the
+ * query's position and the store's page size, never on the batch, on how the
+ * prompt was split or on threads, so results stay bit-identical across them
+ * (the kernels fix each query's operations: kernels.h). And a long sequence's
+ * chunks are separate tasks: its pages are read once per step, spread over
+ * every thread (flash-decoding), where one task per KV head used to walk them
+ * all while the other threads waited.
+ *
+ * Tasks: (group of ATTN_GROUP consecutive batch tokens, chunk), every head,
+ * the chunk innermost so that a thread's contiguous share of tasks
+ * (threadpool.c) walks consecutive pages. Within a task the loops run
+ * page-major: page i of every token of the group, then page i+1, so a page
+ * is read whole and in order (one KV head per task read a third of each row,
+ * 128 of every 384 bytes, and stalled on memory), and a page that several
+ * sequences share (a common prompt) is fetched once and re-read from L1; per
+ * page and KV head, the queries of all group tokens that read that physical
+ * page go to one multi-query kernel call. With few tasks (a small decode
+ * batch over a short context) the query heads are split over tasks too
+ * (head_split), at the price of re-reading the pages from cache.
+ *
+ * A token's partials (acc_c, m_c, S_c) must all exist until its merge:
+ * tokens go in waves whose partials fit ATTN_WAVE_BYTES, each wave one pool
+ * run of chunk tasks and one of merges. */
+#include "forward.h"
+#include "threadpool.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+    ATTN_GROUP = 8,   /* batch tokens per task */
+    ATTN_CHUNK = 256, /* positions per chunk, rounded down to whole pages */
+    ATTN_QCAP = 32,   /* queries per multi-query kernel call */
+    ATTN_PF = 6,      /* pages prefetched ahead of the walk (2 -> 6: ~12 % at 8 x 1,024 context) */
+};
+#define ATTN_WAVE_BYTES ((size_t)16 << 20)
+
+static int chunk_pages(const rs_kv *kv) {
+    int cp = ATTN_CHUNK / kv->page_size;
+    return cp > 0 ? cp : 1;
+}
+
+static int n_seq_pages(const fwd *f, int t) { return f->tok_pos[t] / f->kv->page_size + 1; }
+
+static int n_chunks(const fwd *f, int t) {
+    int cp = chunk_pages(f->kv);
+    return (n_seq_pages(f, t) + cp - 1) / cp;
+}
+
+/* floats of one partial: acc[hd], then m, then S */
+static size_t rec_floats(const fwd *f) { return (size_t)f->m->hp.head_dim + 2; }
+
+int rs_attn_alloc(fwd *f) {
+    const rs_hparams *hp = &f->m->hp;
+    int cp = chunk_pages(f->kv), ps = f->kv->page_size;
+    int max_pages = (f->max_ctx + ps - 1) / ps;
+    size_t nch = (size_t)((max_pages + cp - 1) / cp);
+    size_t per_token = (size_t)hp->n_head * nch * rec_floats(f) * sizeof(float);
+    size_t wave = ATTN_WAVE_BYTES / per_token / ATTN_GROUP * ATTN_GROUP;
+    if (wave < ATTN_GROUP) wave = ATTN_GROUP;
+    if (wave > (size_t)f->T) wave = (size_t)f->T;
+    f->attn_wave = (int)wave;
+    size_t group_rows = (size_t)ATTN_GROUP * (size_t)hp->n_head;
+    f->scores = malloc((size_t)rs_pool_size(f->m->pool) * group_rows * (size_t)(cp * ps) * sizeof(float));
+    f->part = malloc(wave * per_token);
+    return f->scores && f->part;
+}
+
+void rs_attn_free(fwd *f) {
+    free(f->scores);
+    free(f->part);
+    f->scores = f->part = NULL;
+}
+
+typedef struct attn_job {
+    fwd *f;
+    int layer;
+    int head_split; /* tasks per (group, chunk), each a slice of the query heads: > 1 spreads a small batch */
+    int w0, w1;     /* this wave's batch tokens */
+    int n_ch;       /* chunks of its longest sequence */
+} attn_job;
+
+/* the partial of (token t, head h, chunk c) within the wave */
+static float *rec(const attn_job *j, int t, int h, int c) {
+    const fwd *f = j->f;
+    return f->part + (((size_t)(t - j->w0) * (size_t)f->m->hp.n_head + (size_t)h) * (size_t)j->n_ch + (size_t)c) *
+                         rec_floats(f);
+}
+
+static const uint8_t *page_ptr(const fwd *f, int t, int i, int layer, int which, size_t head_off) {
+    const rs_seq *s = &f->seqs[f->tok_seq[t]];
+    return rs_kv_ptr(f->kv, f->pages[s->page_offset + i], layer, which) + head_off;
+}
+
+/* Prefetch one page's rows of this head. */
+static void prefetch_page(const uint8_t *p, int np, size_t row_bytes, size_t head_bytes) {
+    for (int r = 0; r < np; r++)
+        for (size_t o = 0; o < head_bytes; o += 64) __builtin_prefetch(p + (size_t)r * row_bytes + o, 0, 3);
+}
+
+/* queries (or weight rows) gathered for one multi-query kernel call */
+typedef struct attn_batch {
+    int nq, npmax;
+    const uint8_t *page;
+    const float *in[ATTN_QCAP]; /* scores: the queries; accum: the weights */
+    float *out[ATTN_QCAP];      /* scores: the score rows; accum: the sums */
+    int np[ATTN_QCAP];
+} attn_batch;
+
+static void attn_flush(const fwd *f, int which, attn_batch *b) {
+    const rs_kernels *K = f->K;
+    const rs_kv *kv = f->kv;
+    int hd = f->m->hp.head_dim;
+    if (!b->nq) return;
+    if (which == 0) {
+        float scale = 1.0f / sqrtf((float)hd);
+        if (kv->dtype == RS_KV_F16)
+            K->attn_scores_f16_multi(b->npmax, hd, (const uint16_t *)b->page, (size_t)kv->kvd, b->nq, b->in, scale, b->out);
+        else
+            K->attn_scores_f32_multi(b->npmax, hd, (const float *)b->page, (size_t)kv->kvd, b->nq, b->in, scale, b->out);
+    } else {
+        if (kv->dtype == RS_KV_F16)
+            K->attn_accum_f16_multi(hd, (const uint16_t *)b->page, (size_t)kv->kvd, b->nq, b->np, b->in, b->out);
+        else
+            K->attn_accum_f32_multi(hd, (const float *)b->page, (size_t)kv->kvd, b->nq, b->np, b->in, b->out);
+    }
+    b->nq = 0, b->npmax = 0;
+}
+
+static void chunk_task(void *ctx, int task, int thread) {
+    const attn_job *j = ctx;
+    fwd *f = j->f;
+    const rs_hparams *hp = &f->m->hp;
+    const rs_kv *kv = f->kv;
+    int hd = hp->head_dim, nh = hp->n_head, ps = kv->page_size, G = nh / hp->n_head_kv;
+    int cp = chunk_pages(kv), cl = cp * ps;
+    int split = j->head_split;
+    int sub = task % split;
+    task /= split;
+    int c = task % j->n_ch;
+    int t0 = j->w0 + task / j->n_ch * ATTN_GROUP;
+    int t1 = t0 + ATTN_GROUP < j->w1 ? t0 + ATTN_GROUP : j->w1;
+    int h0 = sub * nh / split, h1 = (sub + 1) * nh / split; /* this task's query heads */
+    int g0 = h0 / G, g1 = (h1 - 1) / G + 1;                 /* and their KV heads */
+    int p0 = c * cp, pend = p0;                             /* the chunk's pages that some token reads */
+    for (int t = t0; t < t1; t++) {
+        int e = n_seq_pages(f, t) < p0 + cp ? n_seq_pages(f, t) : p0 + cp;
+        pend = e > pend ? e : pend;
+    }
+    if (pend == p0 || h0 == h1) return;
+    size_t row_bytes = (size_t)kv->kvd * kv->elem_size, head_bytes = (size_t)hd * kv->elem_size;
+    size_t pf_off = (size_t)g0 * head_bytes, pf_bytes = (size_t)(g1 - g0) * head_bytes;
+    /* row (t - t0) * nh + h of sc: query (t, h)'s scores in the chunk */
+    float *sc = f->scores + (size_t)thread * ATTN_GROUP * nh * cl;
+    attn_batch b;
+    b.nq = 0, b.npmax = 0, b.page = NULL;
+    /* Prefetch ATTN_PF pages ahead where few queries share a page (decode:
+     * one token per sequence) and the walk is memory-bound; a prefill group
+     * (one sequence's tokens) computes long enough per page that it only
+     * costs (measured). The walk runs on past the chunk: this thread's next
+     * task is usually the next chunk. */
+    int pf_on = !(t1 - t0 > 1 && f->tok_seq[t0] == f->tok_seq[t1 - 1]);
+
+    for (int which = 0; which < 2; which++) {
+        for (int t = t0; t < t1 && pf_on; t++)
+            for (int i = p0; i < p0 + ATTN_PF && i < n_seq_pages(f, t); i++)
+                prefetch_page(page_ptr(f, t, i, j->layer, which, pf_off), ps, row_bytes, pf_bytes);
+        for (int i = p0; i < pend; i++) {
+            const uint8_t *last_pf = NULL;
+            for (int t = t0; t < t1 && pf_on; t++) {
+                int ip = i + ATTN_PF, n = f->tok_pos[t] + 1;
+                if (ip * ps >= n) continue;
+                const uint8_t *pf = page_ptr(f, t, ip, j->layer, which, pf_off);
+                if (pf != last_pf) prefetch_page(pf, n - ip * ps < ps ? n - ip * ps : ps, row_bytes, pf_bytes);
+                last_pf = pf;
+            }
+            /* page-major, then KV head: the page's rows are read whole,
+             * one head's columns after another, while they sit in L1 */
+            for (int g = g0; g < g1; g++) {
+                int hs = h0 > g * G ? h0 : g * G, he = h1 < (g + 1) * G ? h1 : (g + 1) * G;
+                size_t head_off = (size_t)g * head_bytes;
+                for (int t = t0; t < t1; t++) {
+                    int n = f->tok_pos[t] + 1;
+                    if (i * ps >= n) continue;
+                    const uint8_t *p = page_ptr(f, t, i, j->layer, which, head_off);
+                    if (p != b.page) attn_flush(f, which, &b);
+                    b.page = p;
+                    int np = n - i * ps < ps ? n - i * ps : ps;
+                    for (int h = hs; h < he; h++) {
+                        if (b.nq == ATTN_QCAP) attn_flush(f, which, &b);
+                        float *row = sc + ((size_t)(t - t0) * nh + h) * cl + (size_t)(i - p0) * ps;
+                        b.in[b.nq] = which == 0 ? f->q + ((size_t)t * nh + h) * hd : row;
+                        b.out[b.nq] = which == 0 ? row : rec(j, t, h, c);
+                        b.np[b.nq] = np;
+                        b.npmax = np > b.npmax ? np : b.npmax;
+                        b.nq++;
+                    }
+                }
+                attn_flush(f, which, &b);
+                b.page = NULL;
+            }
+        }
+        if (which == 0)
+            for (int t = t0; t < t1; t++) {
+                int n = f->tok_pos[t] + 1;
+                if (n <= p0 * ps) continue;
+                int len = (n < (p0 + cp) * ps ? n : (p0 + cp) * ps) - p0 * ps;
+                for (int h = h0; h < h1; h++) {
+                    float *r = rec(j, t, h, c);
+                    r[hd + 1] = f->K->softmax(sc + ((size_t)(t - t0) * nh + h) * cl, len, &r[hd]);
+                    memset(r, 0, (size_t)hd * sizeof(float));
+                }
+            }
+    }
+}
+
+/* Merge the chunks of one group's tokens, every head, into f->h. */
+static void merge_task(void *ctx, int task, int thread) {
+    (void)thread;
+    const attn_job *j = ctx;
+    fwd *f = j->f;
+    int hd = f->m->hp.head_dim, nh = f->m->hp.n_head;
+    int t0 = j->w0 + task * ATTN_GROUP;
+    int t1 = t0 + ATTN_GROUP < j->w1 ? t0 + ATTN_GROUP : j->w1;
+    for (int t = t0; t < t1; t++) {
+        int nc = n_chunks(f, t);
+        for (int h = 0; h < nh; h++) {
+            float M = -INFINITY, Z = 0.0f;
+            for (int c = 0; c < nc; c++) M = rec(j, t, h, c)[hd] > M ? rec(j, t, h, c)[hd] : M;
+            for (int c = 0; c < nc; c++) Z += expf(rec(j, t, h, c)[hd] - M) * rec(j, t, h, c)[hd + 1];
+            float *out = f->h + (size_t)t * nh * hd + (size_t)h * hd;
+            memset(out, 0, (size_t)hd * sizeof(float));
+            for (int c = 0; c < nc; c++) {
+                const float *r = rec(j, t, h, c);
+                float beta = expf(r[hd] - M) * r[hd + 1] / Z;
+                for (int i = 0; i < hd; i++) out[i] += beta * r[i];
+            }
+        }
+    }
+}
+
+void rs_attention(fwd *f, int layer) {
+    const rs_hparams *hp = &f->m->hp;
+    int threads = rs_pool_size(f->m->pool);
+    for (int w0 = 0; w0 < f->T; w0 += f->attn_wave) {
+        attn_job j = {f, layer, 1, w0, w0 + f->attn_wave < f->T ? w0 + f->attn_wave : f->T, 1};
+        for (int t = j.w0; t < j.w1; t++) j.n_ch = n_chunks(f, t) > j.n_ch ? n_chunks(f, t) : j.n_ch;
+        int groups = (j.w1 - j.w0 + ATTN_GROUP - 1) / ATTN_GROUP;
+        int n_tasks = groups * j.n_ch;
+        if (n_tasks < 4 * threads) { /* too few to share: split the heads too */
+            j.head_split = (4 * threads + n_tasks - 1) / n_tasks;
+            if (j.head_split > hp->n_head) j.head_split = hp->n_head;
+        }
+        rs_pool_run(f->m->pool, n_tasks * j.head_split, chunk_task, &j);
+        rs_pool_run(f->m->pool, groups, merge_task, &j);
+    }
+}
