@@ -93,12 +93,6 @@ AI __m256i hsum8x8(const __m256i p[8]) {
                             _mm256_permute2x128_si256(u[0], u[1], 0x31));
 }
 
-/* Bytes ahead of the decode GEMV's position that it prefetches: far
- * enough to cover DRAM latency at its pace, near enough to stay in L1/L2
- * (measured best of 4-16 KB on the dev VM). */
-#ifndef QDEC_PF_AHEAD
-#define QDEC_PF_AHEAD 8192
-#endif
 
 /* Decode (one token): 8 rows x 1 token, weights used once. Per block the
  * x block is loaded once for the 8 rows, each row's 32 products land in 8
@@ -118,18 +112,10 @@ AI void qdec8(const int kind, int nv, int nb, const char *w, size_t ws, const rs
         __m256i p[8];
         UNROLL
         for (int i = 0; i < 8; i++) blk[i] = row[i] + b * bs;
-        /* The weights stream from DRAM once. The group's 8 rows are one
-         * contiguous span (GGUF rows are packed) that this loop eats 8
-         * blocks per step from 8 places: one linear pointer sweeping the
-         * span at that pace, QDEC_PF_AHEAD bytes ahead, keeps the lines
-         * arriving before the rows reach them (the hardware prefetcher
-         * does not follow 8 interleaved streams; prefetching each row's
-         * next group instead measured ~1.7x slower). It runs on past the
-         * task's rows into the next ones, which this thread usually takes
-         * next (threadpool.c); integer arithmetic: past the end of the
-         * mapping it is only a hint. */
-        for (size_t l = 0; l < 8 * bs + 64; l += 64)
-            _mm_prefetch((const char *)((uintptr_t)w + QDEC_PF_AHEAD + (size_t)b * 8 * bs + l), _MM_HINT_T0);
+        /* the weights stream from DRAM once: prefetch along the group's
+         * span, on past the task's rows into the next ones, which this
+         * thread usually takes next (threadpool.c) */
+        prefetch_span(w, b, bs);
         UNROLL
         for (int i = 0; i < 8; i++) {
             __m256i lo, hi;
@@ -231,11 +217,11 @@ static void gemm_q(qdec_fn dec, qpack_fn pack, qrows_fn rows, int nr, int nt, in
     char *pk = NULL;
     if (nt >= NT_PACK) pk = aligned_alloc(32, (size_t)nb * PK_BYTES);
     if (!pk) { /* few tokens (or no memory): each token alone, the row group's weights in L1 after the first */
-        /* qdec8 prefetches QDEC_PF_AHEAD bytes ahead of itself: ask for
+        /* qdec8 prefetches PF_AHEAD bytes ahead of itself: ask for
          * the lines before that point now, all at once, rather than
          * meeting them one miss at a time (a thread's next task is
          * usually the rows right after these: threadpool.c) */
-        const size_t head = (size_t)nr * ws < QDEC_PF_AHEAD ? (size_t)nr * ws : QDEC_PF_AHEAD;
+        const size_t head = (size_t)nr * ws < PF_AHEAD ? (size_t)nr * ws : PF_AHEAD;
         for (size_t l = 0; l < head; l += 64) _mm_prefetch((const char *)w + l, _MM_HINT_T0);
         for (int r = 0; r < nr; r += 8)
             for (int t = 0; t < nt; t++)
