@@ -72,13 +72,58 @@ static int is_quantized(int type) {
     return type == RS_GGML_Q4_0 || type == RS_GGML_Q4_1 || type == RS_GGML_Q8_0;
 }
 
+/* ---- per-token steps (norms, rope, activation quantizing, SiLU):
+ * each token's row alone, so they run over the pool for a prefill chunk (a
+ * serial quarter of a 512-token prefill before) and inline for a few
+ * tokens, where a hand-off would cost more than the work ---- */
+
+enum { PAR_MIN_TOKENS = 16 };
+
+typedef void (*tok_fn)(fwd *f, int t, const void *arg);
+
+typedef struct tok_job {
+    fwd *f;
+    tok_fn fn;
+    const void *arg;
+    int nt, per;
+} tok_job;
+
+static void tok_task(void *ctx, int task, int thread) {
+    (void)thread;
+    const tok_job *j = ctx;
+    int t1 = (task + 1) * j->per < j->nt ? (task + 1) * j->per : j->nt;
+    for (int t = task * j->per; t < t1; t++) j->fn(j->f, t, j->arg);
+}
+
+/* fn(f, t, arg) for every t < nt */
+static void for_tokens(fwd *f, int nt, tok_fn fn, const void *arg) {
+    int threads = rs_pool_size(f->m->pool);
+    if (nt < PAR_MIN_TOKENS || threads == 1) {
+        for (int t = 0; t < nt; t++) fn(f, t, arg);
+        return;
+    }
+    int n = 4 * threads;
+    tok_job j = {f, fn, arg, nt, (nt + n - 1) / n};
+    rs_pool_run(f->m->pool, (nt + j.per - 1) / j.per, tok_task, &j);
+}
+
+typedef struct quant_arg {
+    const float *in;
+    int cols;
+} quant_arg;
+
+static void quantize_tok(fwd *f, int t, const void *arg) {
+    const quant_arg *a = arg;
+    f->K->quantize_q16(a->in + (size_t)t * a->cols, f->xq + (size_t)t * (a->cols / RS_QK), a->cols);
+}
+
 /* The input a matrix of this type multiplies: quantized rows for integer
  * kernels (quantized once into f->xq, reused by every matrix sharing the
  * input), the floats themselves otherwise. */
 static const void *prepare_input(fwd *f, const float *in, int nt, int cols, int type) {
     if (!is_quantized(type)) return in;
-    int nb = cols / RS_QK;
-    for (int t = 0; t < nt; t++) f->K->quantize_q16(in + (size_t)t * cols, f->xq + (size_t)t * nb, cols);
+    quant_arg a = {in, cols};
+    for_tokens(f, nt, quantize_tok, &a);
     return f->xq;
 }
 
@@ -164,60 +209,82 @@ static void build_rope_tables(fwd *f) {
 
 /* ---- attention ---- */
 
-static void write_kv(fwd *f, int layer) {
+/* rope on token t's q and k, then its K/V into its page slot (layer *arg) */
+static void rope_write_kv(fwd *f, int t, const void *arg) {
+    const rs_hparams *hp = &f->m->hp;
+    int layer = *(const int *)arg, half = hp->rope_dim / 2;
+    const float *c = f->rope_cos + (size_t)t * half, *sn = f->rope_sin + (size_t)t * half;
+    rope(f->q + (size_t)t * hp->n_head * hp->head_dim, hp->n_head, hp->head_dim, hp->rope_dim, c, sn);
+    rope(f->k + (size_t)t * hp->n_head_kv * hp->head_dim, hp->n_head_kv, hp->head_dim, hp->rope_dim, c, sn);
     rs_kv *kv = f->kv;
     int kvd = kv->kvd, ps = kv->page_size;
-    for (int t = 0; t < f->T; t++) {
-        const rs_seq *s = &f->seqs[f->tok_seq[t]];
-        int pos = f->tok_pos[t];
-        int32_t page = f->pages[s->page_offset + pos / ps];
-        size_t off = (size_t)(pos % ps) * kvd * kv->elem_size;
-        uint8_t *kd = rs_kv_ptr(kv, page, layer, 0) + off;
-        uint8_t *vd = rs_kv_ptr(kv, page, layer, 1) + off;
-        if (kv->dtype == RS_KV_F16) {
-            f->K->f32_to_f16(f->k + (size_t)t * kvd, (uint16_t *)kd, kvd);
-            f->K->f32_to_f16(f->v + (size_t)t * kvd, (uint16_t *)vd, kvd);
-        } else {
-            memcpy(kd, f->k + (size_t)t * kvd, (size_t)kvd * 4);
-            memcpy(vd, f->v + (size_t)t * kvd, (size_t)kvd * 4);
-        }
+    const rs_seq *s = &f->seqs[f->tok_seq[t]];
+    int pos = f->tok_pos[t];
+    int32_t page = f->pages[s->page_offset + pos / ps];
+    size_t off = (size_t)(pos % ps) * kvd * kv->elem_size;
+    uint8_t *kd = rs_kv_ptr(kv, page, layer, 0) + off;
+    uint8_t *vd = rs_kv_ptr(kv, page, layer, 1) + off;
+    if (kv->dtype == RS_KV_F16) {
+        f->K->f32_to_f16(f->k + (size_t)t * kvd, (uint16_t *)kd, kvd);
+        f->K->f32_to_f16(f->v + (size_t)t * kvd, (uint16_t *)vd, kvd);
+    } else {
+        memcpy(kd, f->k + (size_t)t * kvd, (size_t)kvd * 4);
+        memcpy(vd, f->v + (size_t)t * kvd, (size_t)kvd * 4);
     }
+}
+
+typedef struct norm_arg {
+    const float *norm;  /* weights */
+    const float *add;   /* added to x first (the sublayer's output), or NULL */
+} norm_arg;
+
+/* x_t += add_t (a residual), then h_t = rmsnorm(x_t) * norm */
+static void residual_norm(fwd *f, int t, const void *arg) {
+    const norm_arg *a = arg;
+    int E = f->m->hp.n_embd;
+    float *x = f->x + (size_t)t * E;
+    if (a->add)
+        for (int i = 0; i < E; i++) x[i] += a->add[(size_t)t * E + i];
+    rmsnorm(x, a->norm, f->h + (size_t)t * E, E, f->m->hp.rms_eps);
+}
+
+/* g_t = silu(g_t) * u_t */
+static void swiglu(fwd *f, int t, const void *arg) {
+    (void)arg;
+    int F = f->m->hp.n_ff;
+    float *g = f->g + (size_t)t * F;
+    const float *u = f->u + (size_t)t * F;
+    for (int i = 0; i < F; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+/* x_t += tmp_t */
+static void residual(fwd *f, int t, const void *arg) {
+    (void)arg;
+    int E = f->m->hp.n_embd;
+    for (int i = 0; i < E; i++) f->x[(size_t)t * E + i] += f->tmp[(size_t)t * E + i];
 }
 
 /* ---- one layer, the whole pass ---- */
 
 static void layer_forward(fwd *f, int l) {
-    const rs_hparams *hp = &f->m->hp;
     const rs_layer *L = &f->m->layers[l];
-    int E = hp->n_embd, T = f->T, F = hp->n_ff, half = hp->rope_dim / 2;
-    int Q = hp->n_head * hp->head_dim, KVD = hp->n_head_kv * hp->head_dim;
-
-    for (int t = 0; t < T; t++)
-        rmsnorm(f->x + (size_t)t * E, L->attn_norm, f->h + (size_t)t * E, E, hp->rms_eps);
+    int T = f->T;
+    /* the previous layer's FFN residual is added here, with this norm */
+    norm_arg attn_in = {L->attn_norm, l > 0 ? f->tmp : NULL};
+    for_tokens(f, T, residual_norm, &attn_in);
     const rs_matrix *qkv[3] = {&L->wq, &L->wk, &L->wv};
     float *qkv_out[3] = {f->q, f->k, f->v};
     gemm_shared(f, 3, qkv, f->h, T, qkv_out);
-    for (int t = 0; t < T; t++) {
-        const float *c = f->rope_cos + (size_t)t * half, *s = f->rope_sin + (size_t)t * half;
-        rope(f->q + (size_t)t * Q, hp->n_head, hp->head_dim, hp->rope_dim, c, s);
-        rope(f->k + (size_t)t * KVD, hp->n_head_kv, hp->head_dim, hp->rope_dim, c, s);
-    }
-    write_kv(f, l);
+    for_tokens(f, T, rope_write_kv, &l);
     rs_attention(f, l);
     gemm_f(f, &L->wo, f->h, T, f->tmp);
-    for (size_t i = 0; i < (size_t)T * E; i++) f->x[i] += f->tmp[i];
-
-    for (int t = 0; t < T; t++)
-        rmsnorm(f->x + (size_t)t * E, L->ffn_norm, f->h + (size_t)t * E, E, hp->rms_eps);
+    norm_arg ffn_in = {L->ffn_norm, f->tmp};
+    for_tokens(f, T, residual_norm, &ffn_in);
     const rs_matrix *gate_up[2] = {&L->w_gate, &L->w_up};
     float *gate_up_out[2] = {f->g, f->u};
     gemm_shared(f, 2, gate_up, f->h, T, gate_up_out);
-    for (size_t i = 0; i < (size_t)T * F; i++) {
-        float a = f->g[i];
-        f->g[i] = a / (1.0f + expf(-a)) * f->u[i];
-    }
-    gemm_f(f, &L->w_down, f->g, T, f->tmp);
-    for (size_t i = 0; i < (size_t)T * E; i++) f->x[i] += f->tmp[i];
+    for_tokens(f, T, swiglu, NULL);
+    gemm_f(f, &L->w_down, f->g, T, f->tmp); /* added to x by the next layer, or below */
 }
 
 static int validate(const rs_model *m, const rs_kv *kv, const int32_t *tokens, int32_t n_tokens,
@@ -325,6 +392,7 @@ int rs_forward(rs_model *m, rs_kv *kv, const int32_t *tokens, int32_t n_tokens, 
         }
     build_rope_tables(&f);
     for (int l = 0; l < hp->n_layer; l++) layer_forward(&f, l);
+    for_tokens(&f, n_tokens, residual, NULL); /* the last layer's FFN output */
 
     /* logits of the selected rows, written straight into the caller's buffer */
     int n_out = 0;
