@@ -41,7 +41,7 @@ enum {
     ATTN_GROUP = 8,   /* batch tokens per task */
     ATTN_CHUNK = 256, /* positions per chunk, rounded down to whole pages */
     ATTN_QCAP = 32,   /* queries per multi-query kernel call */
-    ATTN_PF = 6,      /* pages prefetched ahead of the walk (2 -> 6: ~12 % at 8 x 1,024 context) */
+    ATTN_PF_ROWS = 96, /* rows prefetched ahead of the walk: 6 pages of 16 (2 -> 6 pages: ~12 % at 8 x 1,024) */
 };
 #define ATTN_WAVE_BYTES ((size_t)16 << 20)
 
@@ -71,7 +71,9 @@ int rs_attn_alloc(fwd *f) {
     if (wave > (size_t)f->T) wave = (size_t)f->T;
     f->attn_wave = (int)wave;
     size_t group_rows = (size_t)ATTN_GROUP * (size_t)hp->n_head;
-    f->scores = malloc((size_t)rs_pool_size(f->m->pool) * group_rows * (size_t)(cp * ps) * sizeof(float));
+    /* a score row spans one chunk, or the whole context when that is shorter */
+    f->attn_cl = cp * ps < max_pages * ps ? cp * ps : max_pages * ps;
+    f->scores = malloc((size_t)rs_pool_size(f->m->pool) * group_rows * (size_t)f->attn_cl * sizeof(float));
     f->part = malloc(wave * per_token);
     return f->scores && f->part;
 }
@@ -143,7 +145,7 @@ static void chunk_task(void *ctx, int task, int thread) {
     const rs_hparams *hp = &f->m->hp;
     const rs_kv *kv = f->kv;
     int hd = hp->head_dim, nh = hp->n_head, ps = kv->page_size, G = nh / hp->n_head_kv;
-    int cp = chunk_pages(kv), cl = cp * ps;
+    int cp = chunk_pages(kv), cl = f->attn_cl, pf = ATTN_PF_ROWS / ps > 0 ? ATTN_PF_ROWS / ps : 1;
     int split = j->head_split;
     int sub = task % split;
     task /= split;
@@ -164,7 +166,7 @@ static void chunk_task(void *ctx, int task, int thread) {
     float *sc = f->scores + (size_t)thread * ATTN_GROUP * nh * cl;
     attn_batch b;
     b.nq = 0, b.npmax = 0, b.page = NULL;
-    /* Prefetch ATTN_PF pages ahead where few queries share a page (decode:
+    /* Prefetch pf pages (ATTN_PF_ROWS rows) ahead where few queries share a page (decode:
      * one token per sequence) and the walk is memory-bound; a prefill group
      * (one sequence's tokens) computes long enough per page that it only
      * costs (measured). The walk runs on past the chunk: this thread's next
@@ -173,12 +175,12 @@ static void chunk_task(void *ctx, int task, int thread) {
 
     for (int which = 0; which < 2; which++) {
         for (int t = t0; t < t1 && pf_on; t++)
-            for (int i = p0; i < p0 + ATTN_PF && i < n_seq_pages(f, t); i++)
+            for (int i = p0; i < p0 + pf && i < n_seq_pages(f, t); i++)
                 prefetch_page(page_ptr(f, t, i, j->layer, which, pf_off), ps, row_bytes, pf_bytes);
         for (int i = p0; i < pend; i++) {
             const uint8_t *last_pf = NULL;
             for (int t = t0; t < t1 && pf_on; t++) {
-                int ip = i + ATTN_PF, n = f->tok_pos[t] + 1;
+                int ip = i + pf, n = f->tok_pos[t] + 1;
                 if (ip * ps >= n) continue;
                 const uint8_t *pf = page_ptr(f, t, ip, j->layer, which, pf_off);
                 if (pf != last_pf) prefetch_page(pf, n - ip * ps < ps ? n - ip * ps : ps, row_bytes, pf_bytes);

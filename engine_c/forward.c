@@ -284,7 +284,39 @@ static void layer_forward(fwd *f, int l) {
     float *gate_up_out[2] = {f->g, f->u};
     gemm_shared(f, 2, gate_up, f->h, T, gate_up_out);
     for_tokens(f, T, swiglu, NULL);
-    gemm_f(f, &L->w_down, f->g, T, f->tmp); /* added to x by the next layer, or below */
+    /* The FFN output stays in tmp: the next layer's first step adds it to x
+     * (fused with its norm), rs_forward after the last layer. Between
+     * layers x lacks it, and tmp must be left alone. */
+    gemm_f(f, &L->w_down, f->g, T, f->tmp);
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Every batch token writes its K/V into its own slot (page, position in
+ * page): two writing one slot would race (tokens run in parallel) and leave
+ * one of them attending to the other's K/V. A caller bug, refused. */
+static int distinct_slots(const rs_kv *kv, int32_t n_tokens, const rs_seq *seqs, int32_t n_seqs,
+                          const int32_t *pages, char *err, size_t err_len) {
+    int64_t *slot = malloc((size_t)n_tokens * sizeof(int64_t));
+    if (!slot) return rs_fail(err, err_len, RS_ERR_NOMEM, "out of memory for a batch of %d tokens", n_tokens);
+    int32_t n = 0, ps = kv->page_size;
+    for (int32_t s = 0; s < n_seqs; s++)
+        for (int32_t i = 0; i < seqs[s].n_tokens; i++) {
+            int32_t pos = seqs[s].start_pos + i;
+            slot[n++] = (int64_t)pages[seqs[s].page_offset + pos / ps] * ps + pos % ps;
+        }
+    qsort(slot, (size_t)n, sizeof *slot, cmp_i64);
+    int64_t dup = -1;
+    for (int32_t i = 1; i < n && dup < 0; i++)
+        if (slot[i] == slot[i - 1]) dup = slot[i];
+    free(slot);
+    if (dup >= 0)
+        return rs_fail(err, err_len, RS_ERR_ARG, "two batch tokens write the same KV slot (page %lld, slot %lld)",
+                       (long long)(dup / ps), (long long)(dup % ps));
+    return RS_OK;
 }
 
 static int validate(const rs_model *m, const rs_kv *kv, const int32_t *tokens, int32_t n_tokens,
@@ -329,7 +361,7 @@ static int validate(const rs_model *m, const rs_kv *kv, const int32_t *tokens, i
     if (covered != n_tokens)
         return rs_fail(err, err_len, RS_ERR_ARG, "sequences cover %lld of the %d batch tokens",
                        (long long)covered, n_tokens);
-    return RS_OK;
+    return distinct_slots(kv, n_tokens, seqs, n_seqs, pages, err, err_len);
 }
 
 static void fwd_free(fwd *f) {

@@ -28,6 +28,7 @@ typedef struct fwd {
     float *scores;          /* attention.c: per thread, one chunk's score rows of a task */
     float *part;            /* attention.c: chunk partials of a wave of tokens */
     int attn_wave;          /* attention.c: batch tokens per wave */
+    int attn_cl;            /* attention.c: positions per score row (a chunk, or less) */
 } fwd;
 
 /* attention.c: a = softmax(q k^T / sqrt(hd)) v for every token and head of

@@ -15,7 +15,8 @@ typedef struct rs_pool rs_pool;
 int rs_pool_create(int n_threads, rs_pool **out);
 void rs_pool_free(rs_pool *p);
 int rs_pool_size(const rs_pool *p);
-/* Runs fn(ctx, t, thread) for t in [0, n_tasks); returns when all are done. */
+/* Runs fn(ctx, t, thread) for t in [0, n_tasks); returns when all are done.
+ * One job at a time: a task must never call rs_pool_run itself. */
 void rs_pool_run(rs_pool *p, int n_tasks, rs_task_fn fn, void *ctx);
 
 #endif

@@ -96,13 +96,14 @@ def test_forward_releases_the_gil(bundled_model):
 
 @st.composite
 def long_workloads(draw):
-    """A sequence across several attention chunks (256 positions, or 240 with
-    pages of 48), cut anywhere, decoded alongside a neighbour, any threads."""
+    """A sequence across several attention chunks (256 positions; 240 with
+    pages of 48; one page with pages of 320), cut anywhere, decoded alongside
+    a neighbour, any threads."""
     n = draw(st.integers(200, 600))
     seed = draw(st.integers(0, 2**16))
     tokens = [int(t) for t in np.random.default_rng(seed).integers(0, 256, n)]
     cuts = sorted(draw(st.sets(st.integers(1, n - 1), min_size=1, max_size=3)))
-    page_size = draw(st.sampled_from([4, 16, 48]))
+    page_size = draw(st.sampled_from([4, 16, 48, 320]))
     threads = draw(st.integers(1, 3))
     return tokens, cuts, page_size, threads
 

@@ -80,6 +80,8 @@ def _still_works(m, kv):
     (SeqInput([1], -1, [0]), "positions"),
     (SeqInput([], 0, [0]), "tokens"),
     (SeqInput([2**40], 0, [0]), "out of range"),
+    (SeqInput([7], 1, [1]), "same KV slot"),  # the first sequence's slot 1 of page 1
+    (SeqInput([1, 2, 3, 4, 5], 0, [2, 2]), "same KV slot"),  # positions 0 and 4, one slot
 ])
 def test_bad_batches_are_refused_and_harmless(model_and_kv, seq, match):
     m, kv = model_and_kv
