@@ -203,8 +203,6 @@ AI void qrows(const int kind, const int T, int nv, int nb, const char *pk, const
     }
 
 typedef void (*qdec_fn)(int nv, int nb, const char *w, size_t ws, const rs_block_q16 *x, float *y);
-typedef void (*qpack_fn)(int nv, int nb, const char *w, size_t ws, char *pk);
-typedef void (*qrows_fn)(int T, int nv, int nb, const char *pk, const rs_block_q16 *x, float *y, size_t ldy);
 
 /* Tokens below which a token's rows go through qdec8 (no packing). */
 #ifndef NT_PACK
@@ -213,31 +211,18 @@ typedef void (*qrows_fn)(int T, int nv, int nb, const char *pk, const rs_block_q
 
 static void gemm_q(qdec_fn dec, qpack_fn pack, qrows_fn rows, int nr, int nt, int k, const void *w, size_t ws,
                    const rs_block_q16 *x, float *y, size_t ldy) {
+    if (nt >= NT_PACK && gemm_packed(pack, rows, 8, 4, PK_BYTES, nr, nt, k, w, ws, x, y, ldy)) return;
+    /* few tokens (or no memory): each token alone, the row group's weights
+     * in L1 after the first. qdec8 prefetches PF_AHEAD bytes ahead of
+     * itself: ask for the lines before that point now, all at once, rather
+     * than meeting them one miss at a time (a thread's next task is usually
+     * the rows right after these: threadpool.c) */
     const int nb = k / RS_QK;
-    char *pk = NULL;
-    if (nt >= NT_PACK) pk = aligned_alloc(32, (size_t)nb * PK_BYTES);
-    if (!pk) { /* few tokens (or no memory): each token alone, the row group's weights in L1 after the first */
-        /* qdec8 prefetches PF_AHEAD bytes ahead of itself: ask for
-         * the lines before that point now, all at once, rather than
-         * meeting them one miss at a time (a thread's next task is
-         * usually the rows right after these: threadpool.c) */
-        const size_t head = (size_t)nr * ws < PF_AHEAD ? (size_t)nr * ws : PF_AHEAD;
-        for (size_t l = 0; l < head; l += 64) _mm_prefetch((const char *)w + l, _MM_HINT_T0);
-        for (int r = 0; r < nr; r += 8)
-            for (int t = 0; t < nt; t++)
-                dec(nr - r < 8 ? nr - r : 8, nb, (const char *)w + r * ws, ws, x + (size_t)t * nb, y + (size_t)t * ldy + r);
-        return;
-    }
-    for (int t0 = 0; t0 < nt; t0 += TOK_CHUNK) {
-        const int t1 = nt - t0 < TOK_CHUNK ? nt : t0 + TOK_CHUNK;
-        for (int r = 0; r < nr; r += 8) {
-            const int nv = nr - r < 8 ? nr - r : 8;
-            pack(nv, nb, (const char *)w + r * ws, ws, pk);
-            for (int t = t0; t < t1; t += 4)
-                rows(t1 - t < 4 ? t1 - t : 4, nv, nb, pk, x + (size_t)t * nb, y + (size_t)t * ldy + r, ldy);
-        }
-    }
-    free(pk);
+    const size_t head = (size_t)nr * ws < PF_AHEAD ? (size_t)nr * ws : PF_AHEAD;
+    for (size_t l = 0; l < head; l += 64) _mm_prefetch((const char *)w + l, _MM_HINT_T0);
+    for (int r = 0; r < nr; r += 8)
+        for (int t = 0; t < nt; t++)
+            dec(nr - r < 8 ? nr - r : 8, nb, (const char *)w + r * ws, ws, x + (size_t)t * nb, y + (size_t)t * ldy + r);
 }
 
 QKERNELS(q4_0, K_Q4_0)
@@ -265,19 +250,7 @@ const rs_kernels rs_kernels_avx2 = {
     .gemm_q4_0 = rs_avx2_gemm_q4_0,
     .gemm_q4_1 = rs_avx2_gemm_q4_1,
     .gemm_q8_0 = rs_avx2_gemm_q8_0,
-    .gemm_f32 = rs_avx2_gemm_f32,
-    .gemm_f16 = rs_avx2_gemm_f16,
-    .gemm_bf16 = rs_avx2_gemm_bf16,
-    .attn_scores_f16 = rs_avx2_attn_scores_f16,
-    .attn_accum_f16 = rs_avx2_attn_accum_f16,
-    .attn_scores_f32 = rs_avx2_attn_scores_f32,
-    .attn_accum_f32 = rs_avx2_attn_accum_f32,
-    .attn_scores_f16_multi = rs_avx2_attn_scores_f16_multi,
-    .attn_accum_f16_multi = rs_avx2_attn_accum_f16_multi,
-    .attn_scores_f32_multi = rs_avx2_attn_scores_f32_multi,
-    .attn_accum_f32_multi = rs_avx2_attn_accum_f32_multi,
-    .f32_to_f16 = rs_avx2_f32_to_f16,
-    .softmax = rs_softmax_avx2,
+    RS_AVX2_SHARED_ENTRIES,
 };
 
 #if defined(__clang__)

@@ -149,4 +149,30 @@ AI void qpack8_into(const int kind, int nv, int nb, const char *w, size_t ws, ch
     }
 }
 
+typedef void (*qpack_fn)(int nv, int nb, const char *w, size_t ws, char *pk);
+typedef void (*qrows_fn)(int T, int nv, int nb, const char *pk, const rs_block_q16 *x, float *y, size_t ldy);
+
+/* Several tokens through a pack (AVX2: 8 rows, AVX-512: 16): per chunk of
+ * TOK_CHUNK tokens, each group of `group` rows is packed once (pk_bytes per
+ * block) and multiplied with up to tmax tokens per pass. Returns 0, having
+ * done nothing, when the pack buffer cannot be had: the caller then runs the
+ * tokens one by one. */
+static inline int gemm_packed(qpack_fn pack, qrows_fn rows, int group, int tmax, size_t pk_bytes, int nr, int nt,
+                              int k, const void *w, size_t ws, const rs_block_q16 *x, float *y, size_t ldy) {
+    const int nb = k / RS_QK;
+    char *pk = aligned_alloc(64, (size_t)nb * pk_bytes);
+    if (!pk) return 0;
+    for (int t0 = 0; t0 < nt; t0 += TOK_CHUNK) {
+        const int t1 = nt - t0 < TOK_CHUNK ? nt : t0 + TOK_CHUNK;
+        for (int r = 0; r < nr; r += group) {
+            const int nv = nr - r < group ? nr - r : group;
+            pack(nv, nb, (const char *)w + (size_t)r * ws, ws, pk);
+            for (int t = t0; t < t1; t += tmax)
+                rows(t1 - t < tmax ? t1 - t : tmax, nv, nb, pk, x + (size_t)t * nb, y + (size_t)t * ldy + r, ldy);
+        }
+    }
+    free(pk);
+    return 1;
+}
+
 #endif

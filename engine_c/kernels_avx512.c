@@ -83,27 +83,11 @@ AI void qrows16(const int kind, const int T, int nv, int nb, const char *pk, con
 
 typedef void (*gemm_q_fn)(int nr, int nt, int k, const void *w, size_t ws, const rs_block_q16 *x, float *y,
                           size_t ldy);
-typedef void (*qpack16_fn)(int nv, int nb, const char *w, size_t ws, char *pk);
-typedef void (*qrows16_fn)(int T, int nv, int nb, const char *pk, const rs_block_q16 *x, float *y, size_t ldy);
 
-static void gemm_q16(gemm_q_fn few, qpack16_fn pack, qrows16_fn rows, int nr, int nt, int k, const void *w,
-                     size_t ws, const rs_block_q16 *x, float *y, size_t ldy) {
-    const int nb = k / RS_QK;
-    char *pk = nt >= NT_PACK16 ? aligned_alloc(64, (size_t)nb * PK16_BYTES) : NULL;
-    if (!pk) { /* few tokens (or no memory) */
-        few(nr, nt, k, w, ws, x, y, ldy);
-        return;
-    }
-    for (int t0 = 0; t0 < nt; t0 += TOK_CHUNK) {
-        const int t1 = nt - t0 < TOK_CHUNK ? nt : t0 + TOK_CHUNK;
-        for (int r = 0; r < nr; r += 16) {
-            const int nv = nr - r < 16 ? nr - r : 16;
-            pack(nv, nb, (const char *)w + r * ws, ws, pk);
-            for (int t = t0; t < t1; t += 8)
-                rows(t1 - t < 8 ? t1 - t : 8, nv, nb, pk, x + (size_t)t * nb, y + (size_t)t * ldy + r, ldy);
-        }
-    }
-    free(pk);
+static void gemm_q16(gemm_q_fn few, qpack_fn pack, qrows_fn rows, int nr, int nt, int k, const void *w, size_t ws,
+                     const rs_block_q16 *x, float *y, size_t ldy) {
+    if (nt >= NT_PACK16 && gemm_packed(pack, rows, 16, 8, PK16_BYTES, nr, nt, k, w, ws, x, y, ldy)) return;
+    few(nr, nt, k, w, ws, x, y, ldy); /* few tokens (or no memory) */
 }
 
 #define QKERNELS16(name, kind) \
@@ -137,19 +121,7 @@ const rs_kernels rs_kernels_avx512 = {
     .gemm_q4_0 = gemm16_q4_0,
     .gemm_q4_1 = gemm16_q4_1,
     .gemm_q8_0 = gemm16_q8_0,
-    .gemm_f32 = rs_avx2_gemm_f32,
-    .gemm_f16 = rs_avx2_gemm_f16,
-    .gemm_bf16 = rs_avx2_gemm_bf16,
-    .attn_scores_f16 = rs_avx2_attn_scores_f16,
-    .attn_accum_f16 = rs_avx2_attn_accum_f16,
-    .attn_scores_f32 = rs_avx2_attn_scores_f32,
-    .attn_accum_f32 = rs_avx2_attn_accum_f32,
-    .attn_scores_f16_multi = rs_avx2_attn_scores_f16_multi,
-    .attn_accum_f16_multi = rs_avx2_attn_accum_f16_multi,
-    .attn_scores_f32_multi = rs_avx2_attn_scores_f32_multi,
-    .attn_accum_f32_multi = rs_avx2_attn_accum_f32_multi,
-    .f32_to_f16 = rs_avx2_f32_to_f16,
-    .softmax = rs_softmax_avx2,
+    RS_AVX2_SHARED_ENTRIES,
 };
 
 #if defined(__clang__)
