@@ -104,10 +104,13 @@ static const uint8_t *page_ptr(const fwd *f, int t, int i, int layer, int which,
     return rs_kv_ptr(f->kv, f->pages[s->page_offset + i], layer, which) + head_off;
 }
 
-/* Prefetch one page's rows of this head. */
+/* Prefetch one page's rows of these heads, into L2 (T2 hint), not L1: a
+ * microbenchmark of this walk streams 10 GB/s that way against 4.8 with T0
+ * or none (L1's few miss buffers fill up); decode at 4,000 positions
+ * 81-86 -> 99-104 tok/s (A/B x3). */
 static void prefetch_page(const uint8_t *p, int np, size_t row_bytes, size_t head_bytes) {
     for (int r = 0; r < np; r++)
-        for (size_t o = 0; o < head_bytes; o += 64) __builtin_prefetch(p + (size_t)r * row_bytes + o, 0, 3);
+        for (size_t o = 0; o < head_bytes; o += 64) __builtin_prefetch(p + (size_t)r * row_bytes + o, 0, 1);
 }
 
 /* queries (or weight rows) gathered for one multi-query kernel call */
