@@ -13,7 +13,7 @@ KERNEL_SRC := engine_c/kernels_scalar.c engine_c/kernels_avx2.c engine_c/kernels
 ENGINE_SRC := $(wildcard engine_c/*.c)
 ENGINE_HDR := $(wildcard engine_c/*.h)
 
-.PHONY: all venv build test test-py test-c test-kernels test-kernels-neon test-engine-asan test-engine-tsan serve bench bench-peer clean
+.PHONY: all venv build test test-py test-c test-kernels test-kernels-neon test-engine-asan test-engine-tsan serve bench bench-peer bench-peer-avx2 clean
 
 all: build
 
@@ -96,6 +96,14 @@ bench: build
 bench-peer: build
 	CMAKE_ARGS="-DGGML_NATIVE=ON" $(PIP) install llama-cpp-python
 	$(VPY) scripts/bench_engine.py --json $(BUILD)/bench_engine.json
+
+# Both engines held to AVX2 (what a CPU without AVX-512 sees): llama.cpp built
+# without AVX-512 into $(BUILD)/peer_avx2 (minutes), radixserve's avx2 table.
+PEER_AVX2_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+	-DGGML_AVX512=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AVX_VNNI=OFF
+bench-peer-avx2: build
+	test -d $(BUILD)/peer_avx2/llama_cpp || CMAKE_ARGS="$(PEER_AVX2_CMAKE)" $(PIP) install --no-deps --target $(BUILD)/peer_avx2 llama-cpp-python
+	PYTHONPATH=$(BUILD)/peer_avx2 RADIXSERVE_KERNELS=avx2 $(VPY) scripts/bench_engine.py --json $(BUILD)/bench_engine_avx2.json
 
 clean:
 	rm -rf $(BUILD) *.egg-info radixserve/_engine*.so $(VENV)/.built
