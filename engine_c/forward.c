@@ -73,11 +73,12 @@ static int is_quantized(int type) {
 }
 
 /* ---- per-token steps (norms, rope, activation quantizing, SiLU):
- * each token's row alone, so they run over the pool for a prefill chunk (a
- * serial quarter of a 512-token prefill before) and inline for a few
- * tokens, where a hand-off would cost more than the work ---- */
+ * each token's row alone, so they run over the pool from PAR_MIN_TOKENS
+ * tokens (a serial fifth of a 512-token prefill before; 8 decode streams
+ * +5 % against a threshold of 16, A/B x5) and inline below, where a
+ * hand-off would cost more than the work ---- */
 
-enum { PAR_MIN_TOKENS = 16 };
+enum { PAR_MIN_TOKENS = 8 };
 
 typedef void (*tok_fn)(fwd *f, int t, const void *arg);
 
