@@ -5,11 +5,13 @@
  * Quantized GEMMs equal the scalar reference bit for bit: per element and
  * block the exact int32 block sum (vpmaddwd lanes summed in any order, exact:
  * |w| <= 128, |q| <= 32767 never -32768, |isum| < 2^31), then the scalar's
- * float step in its order, no FMA (qstep). 1-2 tokens: qdec8, rows in a
- * horizontal-sum tile. More: qpack8 + qrows, rows in lanes, no horizontal
- * sums. Both end in qstep with the same operands, so any path, tile or edge
- * gives the same bits (kernels.h determinism). Float GEMMs and attention live
- * in kernels_avx2_float.c, the helpers both use in kernels_avx2.h. */
+ * float step in its order, no FMA (qstep). 1-2 tokens: qdec8 (two tokens
+ * share each unpacked row), rows in a horizontal-sum tile. More: qpack8 +
+ * qrows, rows in lanes, no horizontal sums. Both end in qstep with the same
+ * operands, so any path, tile or edge gives the same bits (kernels.h
+ * determinism). qdec8, the pack and their helpers are in kernels_avx2_q.h
+ * (the AVX-512 table compiles them too); float GEMMs and attention in
+ * kernels_avx2_float.c. */
 #if defined(__x86_64__)
 
 #if defined(__clang__)
@@ -76,63 +78,6 @@ void rs_avx2_quantize_q16(const float *x, rs_block_q16 *y, int k) {
 
 /* ------------------------------------------------------- quantized GEMMs */
 
-/* The 8 int32 lanes of each of p[0..7], summed: lane i of the result is
- * the sum of p[i] (exact integer sums, any order). Pairs, then quads, then
- * the two 128-bit halves. */
-AI __m256i hsum8x8(const __m256i p[8]) {
-    __m256i t[4], u[2];
-    UNROLL
-    for (int j = 0; j < 4; j++)
-        t[j] = _mm256_add_epi32(_mm256_unpacklo_epi32(p[2 * j], p[2 * j + 1]),
-                                _mm256_unpackhi_epi32(p[2 * j], p[2 * j + 1]));
-    UNROLL
-    for (int j = 0; j < 2; j++)
-        u[j] = _mm256_add_epi32(_mm256_unpacklo_epi64(t[2 * j], t[2 * j + 1]),
-                                _mm256_unpackhi_epi64(t[2 * j], t[2 * j + 1]));
-    return _mm256_add_epi32(_mm256_permute2x128_si256(u[0], u[1], 0x20),
-                            _mm256_permute2x128_si256(u[0], u[1], 0x31));
-}
-
-
-/* Decode (one token): 8 rows x 1 token, weights used once. Per block the
- * x block is loaded once for the 8 rows, each row's 32 products land in 8
- * int32 lanes (2 vpmaddwd + add), one hsum8x8 gives the 8 block sums, and
- * 8 scale pairs come from scales8. nv < 8 rows: the missing rows repeat
- * the last one and are not stored. */
-AI void qdec8(const int kind, int nv, int nb, const char *w, size_t ws, const rs_block_q16 *x, float *y) {
-    const size_t bs = qbs(kind);
-    const char *row[8];
-    UNROLL
-    for (int i = 0; i < 8; i++) row[i] = w + (size_t)(i < nv ? i : nv - 1) * ws;
-    __m256 acc = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++) {
-        const __m256i xlo = _mm256_loadu_si256((const __m256i *)x[b].qs);
-        const __m256i xhi = _mm256_loadu_si256((const __m256i *)(x[b].qs + 16));
-        const char *blk[8]; /* by row; p[i] is row SIGMA(i), as scales8's lanes */
-        __m256i p[8];
-        UNROLL
-        for (int i = 0; i < 8; i++) blk[i] = row[i] + b * bs;
-        /* the weights stream from DRAM once: prefetch along the group's
-         * span, on past the task's rows into the next ones, which this
-         * thread usually takes next (threadpool.c) */
-        prefetch_span(w, b, bs);
-        UNROLL
-        for (int i = 0; i < 8; i++) {
-            __m256i lo, hi;
-            unpack(kind, blk[SIGMA(i)], &lo, &hi);
-            p[i] = _mm256_add_epi32(_mm256_madd_epi16(lo, xlo), _mm256_madd_epi16(hi, xhi));
-        }
-        __m256 d, m;
-        scales8(blk, &d, &m);
-        acc = qstep(kind, acc, hsum8x8(p), d, _mm256_set1_ps(x[b].d), m, _mm256_set1_ps(x[b].s));
-    }
-    float out[8];
-    _mm256_storeu_ps(out, acc);
-    UNROLL
-    for (int i = 0; i < 8; i++)
-        if (SIGMA(i) < nv) y[SIGMA(i)] = out[i];
-}
-
 /* Several tokens: rows in lanes (kernels_avx2_q.h packs them). Per 8-row
  * group and block: 16 pairs x 8 int32 (512 bytes), then d and m. */
 enum { PK_BYTES = 16 * 32 + 16 * 4 };
@@ -183,8 +128,9 @@ AI void qrows(const int kind, const int T, int nv, int nb, const char *pk, const
 }
 
 #define QKERNELS(name, kind) \
-    static void qdec8_##name(int nv, int nb, const char *w, size_t ws, const rs_block_q16 *x, float *y) { \
-        qdec8(kind, nv, nb, w, ws, x, y); \
+    static void few_##name(int nr, int nt, int k, const void *w, size_t ws, const rs_block_q16 *x, float *y, \
+                           size_t ldy) { \
+        gemm_few(kind, nr, nt, k, w, ws, x, y, ldy); \
     } \
     static void qpack8_##name(int nv, int nb, const char *w, size_t ws, char *pk) { \
         qpack8(kind, nv, nb, w, ws, pk); \
@@ -199,30 +145,20 @@ AI void qrows(const int kind, const int T, int nv, int nb, const char *pk, const
     } \
     void rs_avx2_gemm_##name(int nr, int nt, int k, const void *w, size_t w_stride, const rs_block_q16 *x, \
                             float *y, size_t ldy) { \
-        gemm_q(qdec8_##name, qpack8_##name, qrows_##name, nr, nt, k, w, w_stride, x, y, ldy); \
+        gemm_q(few_##name, qpack8_##name, qrows_##name, nr, nt, k, w, w_stride, x, y, ldy); \
     }
 
-typedef void (*qdec_fn)(int nv, int nb, const char *w, size_t ws, const rs_block_q16 *x, float *y);
+typedef void (*few_fn)(int nr, int nt, int k, const void *w, size_t ws, const rs_block_q16 *x, float *y, size_t ldy);
 
-/* Tokens below which a token's rows go through qdec8 (no packing). */
+/* Tokens below which each token's rows go through qdec8 (no packing). */
 #ifndef NT_PACK
 #define NT_PACK 3
 #endif
 
-static void gemm_q(qdec_fn dec, qpack_fn pack, qrows_fn rows, int nr, int nt, int k, const void *w, size_t ws,
+static void gemm_q(few_fn few, qpack_fn pack, qrows_fn rows, int nr, int nt, int k, const void *w, size_t ws,
                    const rs_block_q16 *x, float *y, size_t ldy) {
     if (nt >= NT_PACK && gemm_packed(pack, rows, 8, 4, PK_BYTES, nr, nt, k, w, ws, x, y, ldy)) return;
-    /* few tokens (or no memory): each token alone, the row group's weights
-     * in L1 after the first. qdec8 prefetches PF_AHEAD bytes ahead of
-     * itself: ask for the lines before that point now, all at once, rather
-     * than meeting them one miss at a time (a thread's next task is usually
-     * the rows right after these: threadpool.c) */
-    const int nb = k / RS_QK;
-    const size_t head = (size_t)nr * ws < PF_AHEAD ? (size_t)nr * ws : PF_AHEAD;
-    for (size_t l = 0; l < head; l += 64) _mm_prefetch((const char *)w + l, _MM_HINT_T0);
-    for (int r = 0; r < nr; r += 8)
-        for (int t = 0; t < nt; t++)
-            dec(nr - r < 8 ? nr - r : 8, nb, (const char *)w + r * ws, ws, x + (size_t)t * nb, y + (size_t)t * ldy + r);
+    few(nr, nt, k, w, ws, x, y, ldy); /* few tokens (or no memory) */
 }
 
 QKERNELS(q4_0, K_Q4_0)

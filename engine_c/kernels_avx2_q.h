@@ -149,6 +149,101 @@ AI void qpack8_into(const int kind, int nv, int nb, const char *w, size_t ws, ch
     }
 }
 
+/* The 8 int32 lanes of each of p[0..7], summed: lane i of the result is
+ * the sum of p[i] (exact integer sums, any order). Pairs, then quads, then
+ * the two 128-bit halves. */
+AI __m256i hsum8x8(const __m256i p[8]) {
+    __m256i t[4], u[2];
+    UNROLL
+    for (int j = 0; j < 4; j++)
+        t[j] = _mm256_add_epi32(_mm256_unpacklo_epi32(p[2 * j], p[2 * j + 1]),
+                                _mm256_unpackhi_epi32(p[2 * j], p[2 * j + 1]));
+    UNROLL
+    for (int j = 0; j < 2; j++)
+        u[j] = _mm256_add_epi32(_mm256_unpacklo_epi64(t[2 * j], t[2 * j + 1]),
+                                _mm256_unpackhi_epi64(t[2 * j], t[2 * j + 1]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(u[0], u[1], 0x20),
+                            _mm256_permute2x128_si256(u[0], u[1], 0x31));
+}
+
+
+/* Decode (one or two tokens): 8 rows x TT tokens, weights used once. Per
+ * block each row's weights are unpacked once for the TT tokens, each
+ * (row, token)'s 32 products land in 8 int32 lanes (2 vpmaddwd + add), one
+ * hsum8x8 per token gives the 8 block sums, and 8 scale pairs come from
+ * scales8. Token t reads x + t*nb and writes y + t*ldy; each token's
+ * operations are those of TT == 1 (the same bits). Two tokens need 16
+ * accumulators: they stay in registers where AVX-512VL gives 32 (the
+ * AVX-512 table compiles this too). nv < 8 rows: the missing rows repeat
+ * the last one and are not stored. */
+AI void qdec8(const int kind, const int TT, int nv, int nb, const char *w, size_t ws, const rs_block_q16 *x,
+              float *y, size_t ldy) {
+    const size_t bs = qbs(kind);
+    const char *row[8];
+    UNROLL
+    for (int i = 0; i < 8; i++) row[i] = w + (size_t)(i < nv ? i : nv - 1) * ws;
+    __m256 acc[2];
+    UNROLL
+    for (int t = 0; t < TT; t++) acc[t] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        __m256i xlo[2], xhi[2];
+        UNROLL
+        for (int t = 0; t < TT; t++) {
+            xlo[t] = _mm256_loadu_si256((const __m256i *)x[(size_t)t * nb + b].qs);
+            xhi[t] = _mm256_loadu_si256((const __m256i *)(x[(size_t)t * nb + b].qs + 16));
+        }
+        const char *blk[8]; /* by row; p[t][i] is row SIGMA(i), as scales8's lanes */
+        __m256i p[2][8];
+        UNROLL
+        for (int i = 0; i < 8; i++) blk[i] = row[i] + b * bs;
+        /* the weights stream from DRAM once: prefetch along the group's
+         * span, on past the task's rows into the next ones, which this
+         * thread usually takes next (threadpool.c) */
+        prefetch_span(w, b, bs);
+        UNROLL
+        for (int i = 0; i < 8; i++) {
+            __m256i lo, hi;
+            unpack(kind, blk[SIGMA(i)], &lo, &hi);
+            UNROLL
+            for (int t = 0; t < TT; t++)
+                p[t][i] = _mm256_add_epi32(_mm256_madd_epi16(lo, xlo[t]), _mm256_madd_epi16(hi, xhi[t]));
+        }
+        __m256 d, m;
+        scales8(blk, &d, &m);
+        UNROLL
+        for (int t = 0; t < TT; t++) {
+            const rs_block_q16 *xb = x + (size_t)t * nb + b;
+            acc[t] = qstep(kind, acc[t], hsum8x8(p[t]), d, _mm256_set1_ps(xb->d), m, _mm256_set1_ps(xb->s));
+        }
+    }
+    UNROLL
+    for (int t = 0; t < TT; t++) {
+        float out[8];
+        _mm256_storeu_ps(out, acc[t]);
+        UNROLL
+        for (int i = 0; i < 8; i++)
+            if (SIGMA(i) < nv) y[(size_t)t * ldy + SIGMA(i)] = out[i];
+    }
+}
+
+/* Few tokens: pairs through qdec8 (TT = 2), a last odd one alone. The
+ * task's first PF_AHEAD bytes are asked for at once: qdec8 prefetches that
+ * far ahead of itself, and a thread's next task is usually the rows right
+ * after these (threadpool.c). */
+AI void gemm_few(const int kind, int nr, int nt, int k, const void *w, size_t ws, const rs_block_q16 *x, float *y,
+                 size_t ldy) {
+    const int nb = k / RS_QK;
+    const size_t head = (size_t)nr * ws < PF_AHEAD ? (size_t)nr * ws : PF_AHEAD;
+    for (size_t l = 0; l < head; l += 64) _mm_prefetch((const char *)w + l, _MM_HINT_T0);
+    for (int r = 0; r < nr; r += 8) {
+        const int nv = nr - r < 8 ? nr - r : 8;
+        const char *wr = (const char *)w + (size_t)r * ws;
+        int t = 0;
+        for (; t + 2 <= nt; t += 2) qdec8(kind, 2, nv, nb, wr, ws, x + (size_t)t * nb, y + (size_t)t * ldy + r, ldy);
+        if (t < nt) qdec8(kind, 1, nv, nb, wr, ws, x + (size_t)t * nb, y + (size_t)t * ldy + r, ldy);
+    }
+}
+
 typedef void (*qpack_fn)(int nv, int nb, const char *w, size_t ws, char *pk);
 typedef void (*qrows_fn)(int T, int nv, int nb, const char *pk, const rs_block_q16 *x, float *y, size_t ldy);
 

@@ -106,9 +106,13 @@ static void gemm_q16(gemm_q_fn few, qpack_fn pack, qrows_fn rows, int nr, int nt
         default: qrows16(kind, 8, nv, nb, pk, x, y, ldy); break; \
         } \
     } \
+    static void few_##name(int nr, int nt, int k, const void *w, size_t ws, const rs_block_q16 *x, float *y, \
+                           size_t ldy) { /* AVX2's, with AVX-512VL's 32 registers */ \
+        gemm_few(kind, nr, nt, k, w, ws, x, y, ldy); \
+    } \
     static void gemm16_##name(int nr, int nt, int k, const void *w, size_t w_stride, const rs_block_q16 *x, \
                               float *y, size_t ldy) { \
-        gemm_q16(rs_avx2_gemm_##name, qpack16_##name, qrows16_##name, nr, nt, k, w, w_stride, x, y, ldy); \
+        gemm_q16(few_##name, qpack16_##name, qrows16_##name, nr, nt, k, w, w_stride, x, y, ldy); \
     }
 
 QKERNELS16(q4_0, K_Q4_0)
