@@ -165,6 +165,25 @@ static void test_forward(const char *model_path) {
     free(whole);
     free(part);
     rs_kv_free(kv);
+
+    /* across attention chunks (256 positions): 300 tokens prefilled by 3
+     * threads, then one more decoded by 3 and by 1, the same bits */
+    enum { NL = 300, NLP = (NL + 1 + 15) / 16 };
+    rs_kv *kv2;
+    CHECK(rs_kv_create(m, NLP, 16, RS_KV_F16, &kv2, err, sizeof err) == 0, "kv create: %s", err);
+    int32_t *ltok = malloc(sizeof(int32_t) * NL), lpages[NLP];
+    for (int i = 0; i < NL; i++) ltok[i] = (int32_t)((i * 7919 + 13) % hp.n_vocab);
+    for (int i = 0; i < NLP; i++) lpages[i] = i;
+    float *a = malloc(sizeof(float) * (size_t)V), *b = malloc(sizeof(float) * (size_t)V);
+    CHECK(rs_model_set_threads(m, 3, err, sizeof err) == 0, "threads: %s", err);
+    CHECK(run(m, kv2, ltok, NL, 0, lpages, NLP, 0, a, err) == 0, "long prefill: %s", err);
+    int32_t next = 42;
+    CHECK(run(m, kv2, &next, 1, NL, lpages, NLP, 0, a, err) == 0, "decode at %d (3 threads): %s", NL, err);
+    CHECK(rs_model_set_threads(m, 1, err, sizeof err) == 0, "threads: %s", err);
+    CHECK(run(m, kv2, &next, 1, NL, lpages, NLP, 0, b, err) == 0, "decode at %d (1 thread): %s", NL, err);
+    CHECK(memcmp(a, b, sizeof(float) * (size_t)V) == 0, "decode over two attention chunks changes with threads");
+    free(ltok), free(a), free(b);
+    rs_kv_free(kv2);
     rs_model_free(m);
 }
 
