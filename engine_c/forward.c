@@ -208,7 +208,7 @@ static void build_rope_tables(fwd *f) {
     }
 }
 
-/* ---- attention ---- */
+/* ---- rope and K/V writes (attention itself: attention.c) ---- */
 
 /* rope on token t's q and k, then its K/V into its page slot (layer *arg) */
 static void rope_write_kv(fwd *f, int t, const void *arg) {

@@ -143,7 +143,7 @@ AI void qrows(const int kind, const int T, int nv, int nb, const char *pk, const
         default: qrows(kind, 4, nv, nb, pk, x, y, ldy); break; \
         } \
     } \
-    void rs_avx2_gemm_##name(int nr, int nt, int k, const void *w, size_t w_stride, const rs_block_q16 *x, \
+    static void gemm_##name(int nr, int nt, int k, const void *w, size_t w_stride, const rs_block_q16 *x, \
                             float *y, size_t ldy) { \
         gemm_q(few_##name, qpack8_##name, qrows_##name, nr, nt, k, w, w_stride, x, y, ldy); \
     }
@@ -182,10 +182,9 @@ void rs_avx2_f32_to_f16(const float *x, uint16_t *y, int n) {
 
 const rs_kernels rs_kernels_avx2 = {
     .name = "avx2",
-    .quantize_q16 = rs_avx2_quantize_q16,
-    .gemm_q4_0 = rs_avx2_gemm_q4_0,
-    .gemm_q4_1 = rs_avx2_gemm_q4_1,
-    .gemm_q8_0 = rs_avx2_gemm_q8_0,
+    .gemm_q4_0 = gemm_q4_0,
+    .gemm_q4_1 = gemm_q4_1,
+    .gemm_q8_0 = gemm_q8_0,
     RS_AVX2_SHARED_ENTRIES,
 };
 

@@ -42,8 +42,9 @@ AI float hsum8(__m256 v) {
 }
 
 /* The entries of the AVX2 table that the AVX-512 one shares (designated
- * initializers; each table adds its name, quantize and quantized GEMMs). */
+ * initializers; each table adds its name and quantized GEMMs). */
 #define RS_AVX2_SHARED_ENTRIES \
+    .quantize_q16 = rs_avx2_quantize_q16, \
     .gemm_f32 = rs_avx2_gemm_f32, .gemm_f16 = rs_avx2_gemm_f16, .gemm_bf16 = rs_avx2_gemm_bf16, \
     .attn_scores_f16 = rs_avx2_attn_scores_f16, .attn_accum_f16 = rs_avx2_attn_accum_f16, \
     .attn_scores_f32 = rs_avx2_attn_scores_f32, .attn_accum_f32 = rs_avx2_attn_accum_f32, \
@@ -51,11 +52,8 @@ AI float hsum8(__m256 v) {
     .attn_scores_f32_multi = rs_avx2_attn_scores_f32_multi, .attn_accum_f32_multi = rs_avx2_attn_accum_f32_multi, \
     .f32_to_f16 = rs_avx2_f32_to_f16, .softmax = rs_softmax_avx2
 
-/* kernels_avx2.c (the AVX-512 table reuses them) */
+/* kernels_avx2.c (in RS_AVX2_SHARED_ENTRIES) */
 void rs_avx2_quantize_q16(const float *x, rs_block_q16 *y, int k);
-void rs_avx2_gemm_q4_0(int nr, int nt, int k, const void *w, size_t w_stride, const rs_block_q16 *x, float *y, size_t ldy);
-void rs_avx2_gemm_q4_1(int nr, int nt, int k, const void *w, size_t w_stride, const rs_block_q16 *x, float *y, size_t ldy);
-void rs_avx2_gemm_q8_0(int nr, int nt, int k, const void *w, size_t w_stride, const rs_block_q16 *x, float *y, size_t ldy);
 void rs_avx2_f32_to_f16(const float *x, uint16_t *y, int n);
 /* kernels_avx2_float.c */
 void rs_avx2_gemm_f32(int nr, int nt, int k, const void *w, size_t w_stride, const float *x, float *y, size_t ldy);

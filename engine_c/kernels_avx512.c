@@ -121,7 +121,6 @@ QKERNELS16(q8_0, K_Q8_0)
 
 const rs_kernels rs_kernels_avx512 = {
     .name = "avx512",
-    .quantize_q16 = rs_avx2_quantize_q16,
     .gemm_q4_0 = gemm16_q4_0,
     .gemm_q4_1 = gemm16_q4_1,
     .gemm_q8_0 = gemm16_q8_0,
