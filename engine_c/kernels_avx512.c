@@ -24,6 +24,7 @@
 #endif
 
 #include "kernels_avx2_q.h"
+#include "kernels_avx512.h"
 
 /* Per 16-row group and block: 16 pairs x 16 int32 (rows 0..7 in the low
  * 32 bytes of each 64, rows 8..15 in the high), then d[16] and m[16]. */
@@ -124,6 +125,8 @@ const rs_kernels rs_kernels_avx512 = {
     .gemm_q4_0 = gemm16_q4_0,
     .gemm_q4_1 = gemm16_q4_1,
     .gemm_q8_0 = gemm16_q8_0,
+    .attn_scores_f16 = rs_avx512_attn_scores_f16, .attn_accum_f16 = rs_avx512_attn_accum_f16,
+    .attn_scores_f16_multi = rs_avx512_attn_scores_f16_multi, .attn_accum_f16_multi = rs_avx512_attn_accum_f16_multi,
     RS_AVX2_SHARED_ENTRIES,
 };
 

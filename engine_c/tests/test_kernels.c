@@ -285,6 +285,15 @@ int main(int argc, char **argv) {
     }
     if (!n) check_table(S, S);
     for (int i = 0; i < n; i++) check_table(S, tables[i]);
+    for (int i = 1; i < n; i++) { /* the x86 tables' f16 attention: one contract, the same bits */
+        stat_t st;
+        memset(&st, 0, sizeof st);
+        st.name = "attn_f16_multi";
+        snprintf(st.shapes, sizeof st.shapes, "%s = %s, npos x hd x nq: {0..33} x {8..264} x 1..12", tables[i]->name,
+                 tables[0]->name);
+        test_attn_same_bits(tables[0], tables[i], &st);
+        stat_print(&st);
+    }
     test_select(best);
 
     printf("%s\n", g_fail ? "test_kernels: FAILED" : "test_kernels: all passed");

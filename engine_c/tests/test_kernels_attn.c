@@ -229,3 +229,51 @@ void test_softmax(const rs_kernels *S, const rs_kernels *V, stat_t *st) {
         }
 }
 
+
+/* Two tables whose f16 attention promises the same bits (AVX2 and
+ * AVX-512: kernels.h's per-query sequence): every query of every multi call
+ * equal bit for bit, over head widths inside and outside the AVX-512 fast
+ * paths, partial row tiles and 1..12 queries with their own row counts. */
+void test_attn_same_bits(const rs_kernels *A, const rs_kernels *B, stat_t *st) {
+    static const int hds[] = {64, 128, 8, 16, 24, 80, 96, 13, 256, 264};
+    static const int nposs[] = {16, 1, 5, 8, 9, 15, 17, 33, 0};
+    for (size_t h = 0; h < sizeof hds / sizeof hds[0]; h++)
+        for (size_t pi = 0; pi < sizeof nposs / sizeof nposs[0]; pi++) {
+            const int hd = hds[h], npos = nposs[pi];
+            const size_t stride = (size_t)hd + (size_t)rndi(3) * 8 + (size_t)rndi(2);
+            const size_t n = stride * (size_t)(npos > 0 ? npos : 1);
+            uint16_t *kv = xmalloc(2 * n);
+            for (size_t i = 0; i < n; i++) kv[i] = f16(rnds());
+            const size_t W = (size_t)npos + 1;
+            float *q = xmalloc(4 * (size_t)hd * MQ), *w = xmalloc(4 * W * MQ), *a0 = xmalloc(4 * (size_t)hd * MQ);
+            float *out[2][MQ], *acc[2][MQ];
+            const float *qin[MQ], *win[MQ];
+            int np[MQ];
+            for (int j = 0; j < MQ; j++) {
+                for (int i = 0; i < hd; i++) q[(size_t)j * hd + i] = rnd_act(), a0[(size_t)j * hd + i] = rnds();
+                for (size_t p = 0; p < W; p++) w[(size_t)j * W + p] = rnds();
+                qin[j] = q + (size_t)j * hd, win[j] = w + (size_t)j * W;
+                np[j] = rndi(2) ? npos : rndi(npos + 1);
+                for (int t = 0; t < 2; t++) out[t][j] = xmalloc(4 * W), acc[t][j] = xmalloc(4 * (size_t)hd);
+            }
+            const float scale = 0.125f + 0.01f * rndu();
+            for (int nq = 1; nq <= MQ; nq++) {
+                for (int t = 0; t < 2; t++) {
+                    const rs_kernels *K = t ? B : A;
+                    for (int j = 0; j < nq; j++) memcpy(acc[t][j], a0 + (size_t)j * hd, 4 * (size_t)hd);
+                    K->attn_scores_f16_multi(npos, hd, kv, stride, nq, qin, scale, out[t]);
+                    K->attn_accum_f16_multi(hd, kv, stride, nq, np, win, acc[t]);
+                }
+                for (int j = 0; j < nq; j++) {
+                    st->checks++;
+                    if (npos && memcmp(out[0][j], out[1][j], 4 * (size_t)npos))
+                        det_fail(st, B->name, "f16 scores differ from the other table's", npos, nq, hd);
+                    if (memcmp(acc[0][j], acc[1][j], 4 * (size_t)hd))
+                        det_fail(st, B->name, "f16 accum differs from the other table's", npos, nq, hd);
+                }
+            }
+            for (int j = 0; j < MQ; j++)
+                for (int t = 0; t < 2; t++) free(out[t][j]), free(acc[t][j]);
+            free(kv), free(q), free(w), free(a0);
+        }
+}
