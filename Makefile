@@ -9,7 +9,7 @@ QEMU ?= qemu-aarch64
 BUILD := build
 CWARN := -std=c11 -Wall -Wextra -Werror -ffp-contract=off
 KERNEL_SRC := engine_c/kernels_scalar.c engine_c/kernels_avx2.c engine_c/kernels_avx2_float.c engine_c/kernels_avx512.c engine_c/kernels_avx512_attn.c engine_c/kernels_neon.c engine_c/kernels_dispatch.c \
-	engine_c/softmax_avx2.c engine_c/softmax_neon.c
+	engine_c/softmax_avx2.c engine_c/softmax_avx512.c engine_c/softmax_neon.c
 ENGINE_SRC := $(wildcard engine_c/*.c)
 ENGINE_HDR := $(wildcard engine_c/*.h)
 

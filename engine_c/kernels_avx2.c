@@ -187,6 +187,7 @@ const rs_kernels rs_kernels_avx2 = {
     .gemm_q8_0 = gemm_q8_0,
     .attn_scores_f16 = rs_avx2_attn_scores_f16, .attn_accum_f16 = rs_avx2_attn_accum_f16,
     .attn_scores_f16_multi = rs_avx2_attn_scores_f16_multi, .attn_accum_f16_multi = rs_avx2_attn_accum_f16_multi,
+    .softmax = rs_softmax_avx2,
     RS_AVX2_SHARED_ENTRIES,
 };
 

@@ -42,14 +42,14 @@ AI float hsum8(__m256 v) {
 }
 
 /* The entries of the AVX2 table that the AVX-512 one shares (designated
- * initializers; each table adds its name, quantized GEMMs and f16
- * attention). */
+ * initializers; each table adds its name, quantized GEMMs, f16 attention
+ * and softmax). */
 #define RS_AVX2_SHARED_ENTRIES \
     .quantize_q16 = rs_avx2_quantize_q16, \
     .gemm_f32 = rs_avx2_gemm_f32, .gemm_f16 = rs_avx2_gemm_f16, .gemm_bf16 = rs_avx2_gemm_bf16, \
     .attn_scores_f32 = rs_avx2_attn_scores_f32, .attn_accum_f32 = rs_avx2_attn_accum_f32, \
     .attn_scores_f32_multi = rs_avx2_attn_scores_f32_multi, .attn_accum_f32_multi = rs_avx2_attn_accum_f32_multi, \
-    .f32_to_f16 = rs_avx2_f32_to_f16, .softmax = rs_softmax_avx2
+    .f32_to_f16 = rs_avx2_f32_to_f16
 
 /* kernels_avx2.c (in RS_AVX2_SHARED_ENTRIES) */
 void rs_avx2_quantize_q16(const float *x, rs_block_q16 *y, int k);

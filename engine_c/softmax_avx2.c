@@ -14,6 +14,7 @@
 #endif
 
 #include "kernels.h"
+#include "kernels_avx512.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -37,20 +38,13 @@ static inline __m256 exp8(__m256 x) {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-float rs_softmax_avx2(float *x, int n, float *max) {
-    *max = -INFINITY;
-    if (n <= 0) return 0.0f;
-    __m256 mv = _mm256_set1_ps(-INFINITY);
-    int i = 0;
-    for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
-    float mx = -INFINITY;
-    float lanes[8];
-    _mm256_storeu_ps(lanes, mv);
-    for (int j = 0; j < 8; j++) mx = lanes[j] > mx ? lanes[j] : mx;
-    for (int j = i; j < n; j++) mx = x[j] > mx ? x[j] : mx;
+/* From element i0 on (the AVX-512 kernel's 16-wide loop ends there): the
+ * exps of 8 at a time, the last n % 8 through a padded copy, the sum's lanes
+ * folded, then x[i0..n) scaled by 1/sum. Returns the sum. */
+float rs_softmax_avx2_tail(float *x, int i0, int n, float mx, __m256 sum) {
     const __m256 m = _mm256_set1_ps(mx);
-    __m256 sum = _mm256_setzero_ps();
-    for (i = 0; i + 8 <= n; i += 8) {
+    int i = i0;
+    for (; i + 8 <= n; i += 8) {
         __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
         _mm256_storeu_ps(x + i, e);
         sum = _mm256_add_ps(sum, e);
@@ -73,8 +67,23 @@ float rs_softmax_avx2(float *x, int n, float *max) {
     s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
     const float total = _mm_cvtss_f32(s4);
     const __m256 inv = _mm256_set1_ps(1.0f / total);
-    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+    for (i = i0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
     for (; i < n; i++) x[i] *= _mm_cvtss_f32(_mm256_castps256_ps128(inv));
+    return total;
+}
+
+float rs_softmax_avx2(float *x, int n, float *max) {
+    *max = -INFINITY;
+    if (n <= 0) return 0.0f;
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
+    float mx = -INFINITY;
+    float lanes[8];
+    _mm256_storeu_ps(lanes, mv);
+    for (int j = 0; j < 8; j++) mx = lanes[j] > mx ? lanes[j] : mx;
+    for (int j = i; j < n; j++) mx = x[j] > mx ? x[j] : mx;
+    const float total = rs_softmax_avx2_tail(x, 0, n, mx, _mm256_setzero_ps());
     *max = mx;
     return total;
 }

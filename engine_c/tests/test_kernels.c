@@ -288,8 +288,8 @@ int main(int argc, char **argv) {
     for (int i = 1; i < n; i++) { /* the x86 tables' f16 attention: one contract, the same bits */
         stat_t st;
         memset(&st, 0, sizeof st);
-        st.name = "attn_f16_multi";
-        snprintf(st.shapes, sizeof st.shapes, "%s = %s, npos x hd x nq: {0..33} x {8..264} x 1..12", tables[i]->name,
+        st.name = "attn_f16, softmax";
+        snprintf(st.shapes, sizeof st.shapes, "%s = %s, npos x hd x nq: {0..33} x {8..264} x 1..12; softmax n 1..4099", tables[i]->name,
                  tables[0]->name);
         test_attn_same_bits(tables[0], tables[i], &st);
         stat_print(&st);

@@ -230,10 +230,11 @@ void test_softmax(const rs_kernels *S, const rs_kernels *V, stat_t *st) {
 }
 
 
-/* Two tables whose f16 attention promises the same bits (AVX2 and
- * AVX-512: kernels.h's per-query sequence): every query of every multi call
- * equal bit for bit, over head widths inside and outside the AVX-512 fast
- * paths, partial row tiles and 1..12 queries with their own row counts. */
+/* Two tables whose f16 attention and softmax promise the same bits (AVX2
+ * and AVX-512: kernels.h's per-query sequence): every query of every multi
+ * call equal bit for bit, over head widths inside and outside the AVX-512
+ * fast paths, partial row tiles and 1..12 queries with their own row
+ * counts; every softmax weight, max and sum over lengths 1..4099. */
 void test_attn_same_bits(const rs_kernels *A, const rs_kernels *B, stat_t *st) {
     static const int hds[] = {64, 128, 8, 16, 24, 80, 96, 13, 256, 264};
     static const int nposs[] = {16, 1, 5, 8, 9, 15, 17, 33, 0};
@@ -276,4 +277,15 @@ void test_attn_same_bits(const rs_kernels *A, const rs_kernels *B, stat_t *st) {
                 for (int t = 0; t < 2; t++) free(out[t][j]), free(acc[t][j]);
             free(kv), free(q), free(w), free(a0);
         }
+    /* softmax: every weight, the max and the sum */
+    for (int n = 1; n <= 4099; n = n < 80 ? n + 1 : n * 2 + 3) {
+        float *x[2] = {xmalloc(4 * (size_t)n), xmalloc(4 * (size_t)n)}, mx[2], sum[2];
+        for (int i = 0; i < n; i++) x[0][i] = x[1][i] = 8.0f * rnds() - (i % 7 == 3 ? 30.0f : 0.0f);
+        sum[0] = A->softmax(x[0], n, &mx[0]);
+        sum[1] = B->softmax(x[1], n, &mx[1]);
+        st->checks++;
+        if (memcmp(x[0], x[1], 4 * (size_t)n) || memcmp(mx, mx + 1, 4) || memcmp(sum, sum + 1, 4))
+            det_fail(st, B->name, "softmax differs from the other table's", n, 1, 1);
+        free(x[0]), free(x[1]);
+    }
 }
