@@ -30,8 +30,78 @@
  * 32 bytes of each 64, rows 8..15 in the high), then d[16] and m[16]. */
 enum { PK16_PAIR = 64, PK16_D = 16 * 64, PK16_M = 16 * 64 + 64, PK16_BYTES = 16 * 64 + 2 * 64 };
 
+/* Word-transpose indices (vpermt2w): the 16 rows' qs bytes sit as 4
+ * vectors of 4 rows x 8 words (word j' = bytes 2j', 2j'+1); stage 1 makes,
+ * from two of them, [word j' of rows 0..7] for 4 words, stage 2 from two of
+ * those [word j' of rows 0..15] for 2 words. */
+static const int16_t TW1[2][32] = { /* [h][j * 8 + r] = (r < 4 ? 0 : 32) + 8 * (r % 4) + 4 * h + j */
+    {0, 8, 16, 24, 32, 40, 48, 56, 1, 9, 17, 25, 33, 41, 49, 57, 2, 10, 18, 26, 34, 42, 50, 58, 3, 11, 19, 27, 35, 43, 51, 59},
+    {4, 12, 20, 28, 36, 44, 52, 60, 5, 13, 21, 29, 37, 45, 53, 61, 6, 14, 22, 30, 38, 46, 54, 62, 7, 15, 23, 31, 39, 47, 55, 63}};
+static const int16_t TW2[2][32] = { /* [k][jj * 16 + r] = (r < 8 ? 0 : 32) + (2 * k + jj) * 8 + r % 8 */
+    {0, 1, 2, 3, 4, 5, 6, 7, 32, 33, 34, 35, 36, 37, 38, 39, 8, 9, 10, 11, 12, 13, 14, 15, 40, 41, 42, 43, 44, 45, 46, 47},
+    {16, 17, 18, 19, 20, 21, 22, 23, 48, 49, 50, 51, 52, 53, 54, 55, 24, 25, 26, 27, 28, 29, 30, 31, 56, 57, 58, 59, 60, 61, 62, 63}};
+
+/* Q4_0 / Q4_1, 16 rows: a word transpose, then each word vector (two
+ * weights' nibbles for 16 rows) zero-extended to int16 pairs: the low
+ * nibbles are pair j', the high ones pair j' + 8 (byte j holds elements j
+ * and j + 16). A third of the vector work of two 8-row packs (unpack all,
+ * then an 8x8 dword transpose per half). The same pack, bit for bit. */
+AI void qpack16_nib(const int kind, int nv, int nb, const char *w, size_t ws, char *pk) {
+    const size_t bs = qbs(kind), qo = kind == K_Q4_1 ? 4 : 2;
+    const char *row[16];
+    UNROLL
+    for (int r = 0; r < 16; r++) row[r] = w + (size_t)(r < nv ? r : nv - 1) * ws;
+    const __m512i i1a = _mm512_loadu_si512(TW1[0]), i1b = _mm512_loadu_si512(TW1[1]);
+    const __m512i i2a = _mm512_loadu_si512(TW2[0]), i2b = _mm512_loadu_si512(TW2[1]);
+    const __m512i low4 = _mm512_set1_epi16(0x0f), eight = _mm512_set1_epi16(8);
+    const __m256i unsigma = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    for (int b = 0; b < nb; b++) {
+        char *P = pk + (size_t)b * PK16_BYTES;
+        prefetch_span(w, b, bs);
+        prefetch_span(w + 8 * ws, b, bs);
+        __m512i q[4];
+        UNROLL
+        for (int g = 0; g < 4; g++) {
+            const char *r0 = row[4 * g] + b * bs + qo;
+            __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)r0));
+            v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(row[4 * g + 1] + b * bs + qo)), 1);
+            v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(row[4 * g + 2] + b * bs + qo)), 2);
+            q[g] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(row[4 * g + 3] + b * bs + qo)), 3);
+        }
+        const __m512i s1[4] = {_mm512_permutex2var_epi16(q[0], i1a, q[1]), _mm512_permutex2var_epi16(q[0], i1b, q[1]),
+                               _mm512_permutex2var_epi16(q[2], i1a, q[3]), _mm512_permutex2var_epi16(q[2], i1b, q[3])};
+        UNROLL
+        for (int k = 0; k < 4; k++) { /* words 2k, 2k+1 of all 16 rows */
+            const __m512i o = _mm512_permutex2var_epi16(s1[k / 2], k % 2 ? i2b : i2a, s1[2 + k / 2]);
+            UNROLL
+            for (int jj = 0; jj < 2; jj++) {
+                const int j = 2 * k + jj;
+                __m512i v = _mm512_cvtepu8_epi16(jj ? _mm512_extracti64x4_epi64(o, 1) : _mm512_castsi512_si256(o));
+                __m512i lo = _mm512_and_si512(v, low4), hi = _mm512_srli_epi16(v, 4);
+                if (kind == K_Q4_0) lo = _mm512_sub_epi16(lo, eight), hi = _mm512_sub_epi16(hi, eight);
+                _mm512_store_si512((void *)(P + j * PK16_PAIR), lo);
+                _mm512_store_si512((void *)(P + (j + 8) * PK16_PAIR), hi);
+            }
+        }
+        UNROLL
+        for (int h = 0; h < 2; h++) { /* d and m of rows 8h..8h+7: lane i is row SIGMA(i), put back */
+            const char *blk[8];
+            UNROLL
+            for (int i = 0; i < 8; i++) blk[i] = row[8 * h + i] + b * bs;
+            __m256 d, m;
+            scales8(blk, &d, &m);
+            _mm256_store_ps((float *)(P + PK16_D) + 8 * h, _mm256_permutevar8x32_ps(d, unsigma));
+            _mm256_store_ps((float *)(P + PK16_M) + 8 * h, _mm256_permutevar8x32_ps(m, unsigma));
+        }
+    }
+}
+
 /* nv < 16 rows: the missing lanes repeat the last row (never stored). */
 AI void qpack16(const int kind, int nv, int nb, const char *w, size_t ws, char *pk) {
+    if (kind != K_Q8_0) {
+        qpack16_nib(kind, nv, nb, w, ws, pk);
+        return;
+    }
     qpack8_into(kind, nv < 8 ? nv : 8, nb, w, ws, pk, PK16_BYTES, PK16_PAIR, PK16_D, PK16_M);
     if (nv > 8)
         qpack8_into(kind, nv - 8, nb, w + 8 * ws, ws, pk + 32, PK16_BYTES, PK16_PAIR, PK16_D, PK16_M);
