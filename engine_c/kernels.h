@@ -87,7 +87,7 @@ float rs_softmax_neon(float *x, int n, float *max);  /* softmax_neon.c */
 extern const rs_kernels rs_kernels_scalar;
 #if defined(__x86_64__)
 extern const rs_kernels rs_kernels_avx2;
-extern const rs_kernels rs_kernels_avx512; /* AVX2's, with AVX-512 VNNI GEMMs for several tokens */
+extern const rs_kernels rs_kernels_avx512; /* AVX2's bits; VNNI GEMMs, f16 attention and softmax in AVX-512 */
 #endif
 #if defined(__aarch64__)
 extern const rs_kernels rs_kernels_neon;

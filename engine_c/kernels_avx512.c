@@ -12,8 +12,9 @@
  * kernels_avx2.c), then the scalar's float step per block in its order. So
  * this table, AVX2's and the scalar one are interchangeable mid-run, and one
  * or two tokens (decode, weights streamed once: memory-bound) go through
- * AVX2's qdec8 unchanged. The rest of the table (quantize, float GEMMs,
- * attention, softmax) is AVX2's. */
+ * AVX2's qdec8 unchanged. The f16 attention and the softmax are AVX-512
+ * too, with AVX2's bits (kernels_avx512_attn.c, softmax_avx512.c); the rest
+ * of the table (quantize, float GEMMs, f32 attention) is AVX2's. */
 #if defined(__x86_64__)
 
 #if defined(__clang__)
