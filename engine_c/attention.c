@@ -229,29 +229,41 @@ static void chunk_task(void *ctx, int task, int thread) {
     }
 }
 
-/* Merge the chunks of one group's tokens, every head, into f->h. */
+/* Merge the chunks of one group's tokens, for one query head, into f->h
+ * (a task per head: a small batch's merge is one group, which would
+ * otherwise leave the other threads waiting). */
 static void merge_task(void *ctx, int task, int thread) {
     (void)thread;
     const attn_job *j = ctx;
     fwd *f = j->f;
-    int hd = f->m->hp.head_dim, nh = f->m->hp.n_head;
-    int t0 = j->w0 + task * ATTN_GROUP;
+    int hd = f->m->hp.head_dim, nh = f->m->hp.n_head, h = task % nh;
+    int t0 = j->w0 + task / nh * ATTN_GROUP;
     int t1 = t0 + ATTN_GROUP < j->w1 ? t0 + ATTN_GROUP : j->w1;
     for (int t = t0; t < t1; t++) {
         int nc = n_chunks(f, t);
-        for (int h = 0; h < nh; h++) {
-            float M = -INFINITY, Z = 0.0f;
-            for (int c = 0; c < nc; c++) M = rec(j, t, h, c)[hd] > M ? rec(j, t, h, c)[hd] : M;
-            for (int c = 0; c < nc; c++) Z += expf(rec(j, t, h, c)[hd] - M) * rec(j, t, h, c)[hd + 1];
-            float *out = f->h + (size_t)t * nh * hd + (size_t)h * hd;
-            memset(out, 0, (size_t)hd * sizeof(float));
-            for (int c = 0; c < nc; c++) {
-                const float *r = rec(j, t, h, c);
-                float beta = expf(r[hd] - M) * r[hd + 1] / Z;
-                for (int i = 0; i < hd; i++) out[i] += beta * r[i];
-            }
+        float M = -INFINITY, Z = 0.0f;
+        for (int c = 0; c < nc; c++) M = rec(j, t, h, c)[hd] > M ? rec(j, t, h, c)[hd] : M;
+        for (int c = 0; c < nc; c++) Z += expf(rec(j, t, h, c)[hd] - M) * rec(j, t, h, c)[hd + 1];
+        float *out = f->h + (size_t)t * nh * hd + (size_t)h * hd;
+        memset(out, 0, (size_t)hd * sizeof(float));
+        for (int c = 0; c < nc; c++) {
+            const float *r = rec(j, t, h, c);
+            float beta = expf(r[hd] - M) * r[hd + 1] / Z;
+            for (int i = 0; i < hd; i++) out[i] += beta * r[i];
         }
     }
+}
+
+/* Slices of the query heads for at least `want` tasks per (group, chunk):
+ * whole KV heads per slice where that is enough (a divisor of n_head_kv:
+ * equal slices, and no slice reads part of another's K/V columns), else
+ * equal groups of query heads (a divisor of n_head). */
+static int head_split(const rs_hparams *hp, int want) {
+    for (int d = want; d <= hp->n_head_kv; d++)
+        if (hp->n_head_kv % d == 0) return d;
+    for (int d = want; d < hp->n_head; d++)
+        if (hp->n_head % d == 0 && d % hp->n_head_kv == 0) return d;
+    return hp->n_head;
 }
 
 void rs_attention(fwd *f, int layer) {
@@ -262,11 +274,8 @@ void rs_attention(fwd *f, int layer) {
         for (int t = j.w0; t < j.w1; t++) j.n_ch = n_chunks(f, t) > j.n_ch ? n_chunks(f, t) : j.n_ch;
         int groups = (j.w1 - j.w0 + ATTN_GROUP - 1) / ATTN_GROUP;
         int n_tasks = groups * j.n_ch;
-        if (n_tasks < 4 * threads) { /* too few to share: split the heads too */
-            j.head_split = (4 * threads + n_tasks - 1) / n_tasks;
-            if (j.head_split > hp->n_head) j.head_split = hp->n_head;
-        }
+        if (n_tasks < 4 * threads) j.head_split = head_split(hp, (4 * threads + n_tasks - 1) / n_tasks);
         rs_pool_run(f->m->pool, n_tasks * j.head_split, chunk_task, &j);
-        rs_pool_run(f->m->pool, groups, merge_task, &j);
+        rs_pool_run(f->m->pool, groups * hp->n_head, merge_task, &j);
     }
 }
