@@ -252,10 +252,8 @@ static void residual_norm(fwd *f, int t, const void *arg) {
 /* g_t = silu(g_t) * u_t */
 static void swiglu(fwd *f, int t, const void *arg) {
     (void)arg;
-    int F = f->m->hp.n_ff;
-    float *g = f->g + (size_t)t * F;
-    const float *u = f->u + (size_t)t * F;
-    for (int i = 0; i < F; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    size_t F = (size_t)f->m->hp.n_ff;
+    f->K->swiglu(f->g + (size_t)t * F, f->u + (size_t)t * F, (int)F);
 }
 
 /* x_t += tmp_t */

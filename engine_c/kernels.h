@@ -75,13 +75,20 @@ typedef struct rs_kernels {
      * merges chunks with them). SIMD versions use a polynomial exp within
      * ~2 ulp of expf; for a given n each element's operations are fixed. */
     float (*softmax)(float *x, int n, float *max);
+    /* In place: g[i] = g[i] / (1 + exp(-g[i])) * u[i] (the FFN's gate,
+     * SiLU(g) * u). Scalar: libm's expf; SIMD: the softmax's vector exp
+     * (within ~2 ulp), its argument clamped to [-87, 88], the rest the same
+     * operations. */
+    void (*swiglu)(float *g, const float *u, int n);
 } rs_kernels;
 
 #if defined(__x86_64__)
 float rs_softmax_avx2(float *x, int n, float *max);  /* softmax_avx2.c */
+void rs_swiglu_avx2(float *g, const float *u, int n); /* softmax_avx2.c */
 #endif
 #if defined(__aarch64__)
 float rs_softmax_neon(float *x, int n, float *max);  /* softmax_neon.c */
+void rs_swiglu_neon(float *g, const float *u, int n); /* softmax_neon.c */
 #endif
 
 extern const rs_kernels rs_kernels_scalar;

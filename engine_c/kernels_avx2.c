@@ -188,6 +188,7 @@ const rs_kernels rs_kernels_avx2 = {
     .attn_scores_f16 = rs_avx2_attn_scores_f16, .attn_accum_f16 = rs_avx2_attn_accum_f16,
     .attn_scores_f16_multi = rs_avx2_attn_scores_f16_multi, .attn_accum_f16_multi = rs_avx2_attn_accum_f16_multi,
     .softmax = rs_softmax_avx2,
+    .swiglu = rs_swiglu_avx2,
     RS_AVX2_SHARED_ENTRIES,
 };
 

@@ -199,6 +199,7 @@ const rs_kernels rs_kernels_avx512 = {
     .attn_scores_f16 = rs_avx512_attn_scores_f16, .attn_accum_f16 = rs_avx512_attn_accum_f16,
     .attn_scores_f16_multi = rs_avx512_attn_scores_f16_multi, .attn_accum_f16_multi = rs_avx512_attn_accum_f16_multi,
     .softmax = rs_softmax_avx512,
+    .swiglu = rs_swiglu_avx512,
     RS_AVX2_SHARED_ENTRIES,
 };
 

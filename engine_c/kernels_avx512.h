@@ -15,5 +15,6 @@ void rs_avx512_attn_accum_f16_multi(int hd, const uint16_t *v, size_t stride, in
 /* softmax_avx512.c, and the part of AVX2's softmax it ends with */
 float rs_softmax_avx512(float *x, int n, float *max);
 float rs_softmax_avx2_tail(float *x, int i0, int n, float mx, __m256 sum);
+void rs_swiglu_avx512(float *g, const float *u, int n);
 
 #endif

@@ -546,6 +546,7 @@ const rs_kernels rs_kernels_neon = {
     .attn_accum_f32_multi = attn_accum_f32_multi,
     .f32_to_f16 = f32_to_f16,
     .softmax = rs_softmax_neon,
+    .swiglu = rs_swiglu_neon,
 };
 
 #else

@@ -220,6 +220,10 @@ static float softmax(float *x, int n, float *max) {
     return sum;
 }
 
+static void swiglu(float *g, const float *u, int n) {
+    for (int i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
 static void f32_to_f16(const float *x, uint16_t *y, int n) {
     for (int i = 0; i < n; i++) y[i] = rs_f32_to_f16(x[i]);
 }
@@ -243,4 +247,5 @@ const rs_kernels rs_kernels_scalar = {
     .attn_accum_f32_multi = attn_accum_f32_multi,
     .f32_to_f16 = f32_to_f16,
     .softmax = softmax,
+    .swiglu = swiglu,
 };

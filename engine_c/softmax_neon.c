@@ -65,6 +65,25 @@ float rs_softmax_neon(float *x, int n, float *max) {
     return total;
 }
 
+/* SiLU(g) * u with the same exp, 4 at a time; the last n % 4 through a
+ * padded copy. */
+static inline float32x4_t swiglu4(float32x4_t g, float32x4_t u) {
+    float32x4_t e = exp4(vminq_f32(vnegq_f32(g), vdupq_n_f32(88.0f)));
+    return vmulq_f32(vdivq_f32(g, vaddq_f32(vdupq_n_f32(1.0f), e)), u);
+}
+
+void rs_swiglu_neon(float *g, const float *u, int n) {
+    int i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(g + i, swiglu4(vld1q_f32(g + i), vld1q_f32(u + i)));
+    if (i < n) {
+        float tg[4] = {0}, tu[4] = {0};
+        memcpy(tg, g + i, (size_t)(n - i) * sizeof(float));
+        memcpy(tu, u + i, (size_t)(n - i) * sizeof(float));
+        vst1q_f32(tg, swiglu4(vld1q_f32(tg), vld1q_f32(tu)));
+        memcpy(g + i, tg, (size_t)(n - i) * sizeof(float));
+    }
+}
+
 #else
 typedef int rs_softmax_neon_unused; /* ISO C: a translation unit is never empty */
 #endif

@@ -60,6 +60,7 @@ void test_attn(const rs_kernels *S, const rs_kernels *V, int f16kv, stat_t *sc, 
 void test_attn_multi(const rs_kernels *S, const rs_kernels *V, int f16kv, stat_t *sc, stat_t *ac, int npos, int hd);
 void test_softmax(const rs_kernels *S, const rs_kernels *V, stat_t *st);
 void test_attn_same_bits(const rs_kernels *A, const rs_kernels *B, stat_t *st);
+void test_swiglu(const rs_kernels *S, const rs_kernels *V, stat_t *st);
 void test_quantize(const rs_kernels *S, const rs_kernels *V, stat_t *st);
 void test_f16(const rs_kernels *S, const rs_kernels *V, stat_t *st);
 void test_select(const rs_kernels *V);

@@ -249,6 +249,11 @@ static void check_table(const rs_kernels *S, const rs_kernels *V) {
     snprintf(st.shapes, sizeof st.shapes, "n in 1..4099: wide, ties, below exp's range");
     stat_print(&st);
     memset(&st, 0, sizeof st);
+    st.name = "swiglu";
+    test_swiglu(S, V, &st);
+    snprintf(st.shapes, sizeof st.shapes, "n in 1..1537, |g| up to 80; 1e4 and 200 beyond exp's range");
+    stat_print(&st);
+    memset(&st, 0, sizeof st);
     st.name = "quantize_q16";
     test_quantize(S, V, &st);
     stat_print(&st);
@@ -288,8 +293,8 @@ int main(int argc, char **argv) {
     for (int i = 1; i < n; i++) { /* the x86 tables' f16 attention: one contract, the same bits */
         stat_t st;
         memset(&st, 0, sizeof st);
-        st.name = "attn_f16, softmax";
-        snprintf(st.shapes, sizeof st.shapes, "%s = %s, npos x hd x nq: {0..33} x {8..264} x 1..12; softmax n 1..4099", tables[i]->name,
+        st.name = "attn_f16, softmax, swiglu";
+        snprintf(st.shapes, sizeof st.shapes, "%s = %s, npos x hd x nq: {0..33} x {8..264} x 1..12; softmax, swiglu n 1..4099", tables[i]->name,
                  tables[0]->name);
         test_attn_same_bits(tables[0], tables[i], &st);
         stat_print(&st);

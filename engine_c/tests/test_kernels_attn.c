@@ -230,11 +230,12 @@ void test_softmax(const rs_kernels *S, const rs_kernels *V, stat_t *st) {
 }
 
 
-/* Two tables whose f16 attention and softmax promise the same bits (AVX2
+/* Two tables whose f16 attention, softmax and SwiGLU promise the same bits (AVX2
  * and AVX-512: kernels.h's per-query sequence): every query of every multi
  * call equal bit for bit, over head widths inside and outside the AVX-512
  * fast paths, partial row tiles and 1..12 queries with their own row
- * counts; every softmax weight, max and sum over lengths 1..4099. */
+ * counts; every softmax weight, max and sum, and every SwiGLU output,
+ * over lengths 1..4099. */
 void test_attn_same_bits(const rs_kernels *A, const rs_kernels *B, stat_t *st) {
     static const int hds[] = {64, 128, 8, 16, 24, 80, 96, 13, 256, 264};
     static const int nposs[] = {16, 1, 5, 8, 9, 15, 17, 33, 0};
@@ -287,5 +288,15 @@ void test_attn_same_bits(const rs_kernels *A, const rs_kernels *B, stat_t *st) {
         if (memcmp(x[0], x[1], 4 * (size_t)n) || memcmp(mx, mx + 1, 4) || memcmp(sum, sum + 1, 4))
             det_fail(st, B->name, "softmax differs from the other table's", n, 1, 1);
         free(x[0]), free(x[1]);
+    }
+    /* swiglu: every output */
+    for (int n = 1; n <= 4099; n = n < 40 ? n + 1 : n * 2 + 3) {
+        float *g[2] = {xmalloc(4 * (size_t)n), xmalloc(4 * (size_t)n)}, *u = xmalloc(4 * (size_t)n);
+        for (int i = 0; i < n; i++) g[0][i] = g[1][i] = 100.0f * rnds(), u[i] = rnds();
+        A->swiglu(g[0], u, n);
+        B->swiglu(g[1], u, n);
+        st->checks++;
+        if (memcmp(g[0], g[1], 4 * (size_t)n)) det_fail(st, B->name, "swiglu differs from the other table's", n, 1, 1);
+        free(g[0]), free(g[1]), free(u);
     }
 }

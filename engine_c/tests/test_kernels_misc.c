@@ -217,3 +217,31 @@ void bench(const rs_kernels *S, const rs_kernels *V) {
  * (expf, position-order sum). Per element |a - b| <= (8 + n) u * max(b, 1e-30):
  * a few ulp for exp, and the sum of n terms taken in another order. Nothing
  * past x[n] is written. */
+
+/* SwiGLU: SIMD against scalar (a vector exp within ~2 ulp of expf, then
+ * the same add, divide and multiply), over gates of every size the FFN
+ * sees and row lengths with every tail; far outside the exp's range the
+ * result must still be ~0 (gate very negative) or g * u (very positive). */
+void test_swiglu(const rs_kernels *S, const rs_kernels *V, stat_t *st) {
+    static const int lens[] = {1, 3, 7, 8, 9, 15, 16, 17, 31, 100, 1536, 1537};
+    static const float scales[] = {0.5f, 4.0f, 30.0f, 80.0f};
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++)
+        for (size_t si = 0; si < sizeof scales / sizeof scales[0]; si++) {
+            const int n = lens[li];
+            float *gs = xmalloc(4 * (size_t)n + 4), *gv = xmalloc(4 * (size_t)n + 4), *u = xmalloc(4 * (size_t)n);
+            for (int i = 0; i < n; i++) gs[i] = gv[i] = rnds() * scales[si], u[i] = rnds() * 3.0f;
+            gs[n] = gv[n] = 12345.0f; /* a guard past the row */
+            double *ref = xmalloc(8 * (size_t)n);
+            for (int i = 0; i < n; i++) ref[i] = fabs((double)gs[i] / (1.0 + exp(-(double)gs[i])) * u[i]);
+            S->swiglu(gs, u, n);
+            V->swiglu(gv, u, n);
+            for (int i = 0; i < n; i++) close_enough(st, gv[i], gs[i], ref[i], 8.0, "swiglu", n, i);
+            if (gv[n] != 12345.0f) det_fail(st, V->name, "swiglu wrote past n", n, 1, 1);
+            free(gs), free(gv), free(u), free(ref);
+        }
+    float g[4] = {-1e4f, -200.0f, 200.0f, 1e4f}, u[4] = {2.0f, -3.0f, 0.5f, -1.0f};
+    V->swiglu(g, u, 4);
+    st->checks++;
+    if (!(fabsf(g[0]) < 1e-30f && fabsf(g[1]) < 1e-30f && g[2] == 100.0f && g[3] == -1e4f))
+        det_fail(st, V->name, "swiglu far outside exp's range", 4, 1, 1);
+}
