@@ -25,7 +25,8 @@
  * page and KV head, the queries of all group tokens that read that physical
  * page go to one multi-query kernel call. With few tasks (a small decode
  * batch over a short context) the query heads are split over tasks too
- * (head_split), at the price of re-reading the pages from cache.
+ * (head_split), at whole KV heads where that makes enough tasks, so each
+ * task reads only its own heads' columns of the pages.
  *
  * A token's partials (acc_c, m_c, S_c) must all exist until its merge:
  * tokens go in waves whose partials fit ATTN_WAVE_BYTES, each wave one pool
@@ -99,11 +100,6 @@ static float *rec(const attn_job *j, int t, int h, int c) {
                          rec_floats(f);
 }
 
-static const uint8_t *page_ptr(const fwd *f, int t, int i, int layer, int which, size_t head_off) {
-    const rs_seq *s = &f->seqs[f->tok_seq[t]];
-    return rs_kv_ptr(f->kv, f->pages[s->page_offset + i], layer, which) + head_off;
-}
-
 /* Prefetch one page's rows of these heads, into L2 (T2 hint), not L1: a
  * microbenchmark of this walk streams 10 GB/s that way against 4.8 with T0
  * or none (L1's few miss buffers fill up); decode at 4,000 positions
@@ -175,29 +171,42 @@ static void chunk_task(void *ctx, int task, int thread) {
      * costs (measured). The walk runs on past the chunk: this thread's next
      * task is usually the next chunk. */
     int pf_on = !(t1 - t0 > 1 && f->tok_seq[t0] == f->tok_seq[t1 - 1]);
+    /* each token's page table, and its positions */
+    const int32_t *pt[ATTN_GROUP];
+    int npos[ATTN_GROUP];
+    for (int t = t0; t < t1; t++) {
+        pt[t - t0] = f->pages + f->seqs[f->tok_seq[t]].page_offset;
+        npos[t - t0] = f->tok_pos[t] + 1;
+    }
 
     for (int which = 0; which < 2; which++) {
+        /* page p's rows of this layer's K or V: base + p * page_bytes */
+        const uint8_t *base = rs_kv_ptr(kv, 0, j->layer, which);
         for (int t = t0; t < t1 && pf_on; t++)
             for (int i = p0; i < p0 + pf && i < n_seq_pages(f, t); i++)
-                prefetch_page(page_ptr(f, t, i, j->layer, which, pf_off), ps, row_bytes, pf_bytes);
+                prefetch_page(base + (size_t)pt[t - t0][i] * kv->page_bytes + pf_off, ps, row_bytes, pf_bytes);
         for (int i = p0; i < pend; i++) {
             const uint8_t *last_pf = NULL;
             for (int t = t0; t < t1 && pf_on; t++) {
-                int ip = i + pf, n = f->tok_pos[t] + 1;
+                int ip = i + pf, n = npos[t - t0];
                 if (ip * ps >= n) continue;
-                const uint8_t *pf = page_ptr(f, t, ip, j->layer, which, pf_off);
+                const uint8_t *pf = base + (size_t)pt[t - t0][ip] * kv->page_bytes + pf_off;
                 if (pf != last_pf) prefetch_page(pf, n - ip * ps < ps ? n - ip * ps : ps, row_bytes, pf_bytes);
                 last_pf = pf;
             }
+            /* page i of each token (NULL: its positions end before it) */
+            const uint8_t *pg[ATTN_GROUP];
+            for (int t = t0; t < t1; t++)
+                pg[t - t0] = i * ps < npos[t - t0] ? base + (size_t)pt[t - t0][i] * kv->page_bytes : NULL;
             /* page-major, then KV head: the page's rows are read whole,
              * one head's columns after another, while they sit in L1 */
             for (int g = g0; g < g1; g++) {
                 int hs = h0 > g * G ? h0 : g * G, he = h1 < (g + 1) * G ? h1 : (g + 1) * G;
                 size_t head_off = (size_t)g * head_bytes;
                 for (int t = t0; t < t1; t++) {
-                    int n = f->tok_pos[t] + 1;
-                    if (i * ps >= n) continue;
-                    const uint8_t *p = page_ptr(f, t, i, j->layer, which, head_off);
+                    if (!pg[t - t0]) continue;
+                    int n = npos[t - t0];
+                    const uint8_t *p = pg[t - t0] + head_off;
                     if (p != b.page) attn_flush(f, which, &b);
                     b.page = p;
                     int np = n - i * ps < ps ? n - i * ps : ps;
