@@ -66,8 +66,8 @@ AI __m256 tree8(const __m512 P[4]) {
 /* QT queries x rows [p, p + 2NP) (R of them present; the rest repeat the
  * last row and are not stored), hd = 8 * nb. QT * NP accumulators: at least
  * 8 keep both FMA pipes busy through their latency. */
-AI void stile(const int QT, const int NP, int R, int nb, const uint16_t *k, size_t stride, const float *const *q,
-              float scale, float *const *out, int p) {
+AI void stile(const int QT, const int NP, int R, int nb, const uint16_t *k, size_t stride, const __m512 *scr,
+              const float *const *q, float scale, float *const *out, int p) {
     const uint16_t *row[16];
     UNROLL
     for (int r = 0; r < 2 * NP; r++) row[r] = k + (size_t)(p + (r < R ? r : R - 1)) * stride;
@@ -79,7 +79,7 @@ AI void stile(const int QT, const int NP, int R, int nb, const uint16_t *k, size
     for (int b = 0; b < nb; b++) {
         __m512 kv[8];
         UNROLL
-        for (int i = 0; i < NP; i++) kv[i] = pair8(row[2 * i], row[2 * i + 1], b);
+        for (int i = 0; i < NP; i++) kv[i] = scr ? scr[4 * b + i] : pair8(row[2 * i], row[2 * i + 1], b);
         UNROLL
         for (int j = 0; j < QT; j++) {
             const __m512 qd = qdup8(q[j], b);
@@ -107,17 +107,28 @@ void rs_avx512_attn_scores_f16_multi(int npos, int hd, const uint16_t *k, size_t
     }
     const int nb = hd / 8;
     if (nq == 1) { /* one query: 16 rows a tile, for 8 accumulators */
-        for (int p = 0; p < npos; p += 16) stile(1, 8, npos - p < 16 ? npos - p : 16, nb, k, stride, q, scale, out, p);
+        for (int p = 0; p < npos; p += 16)
+            stile(1, 8, npos - p < 16 ? npos - p : 16, nb, k, stride, NULL, q, scale, out, p);
         return;
     }
+    /* four query tiles or more: each 8-row tile's row pairs converted once
+     * (the conversion is exact: the same bits as converting on the fly) */
+    _Alignas(64) __m512 scr[4 * (S_HD_MAX / 8)];
+    const __m512 *sp = nq >= 4 * QT_MAX ? scr : NULL;
     for (int p = 0; p < npos; p += 8) {
         const int R = npos - p < 8 ? npos - p : 8;
+        if (sp) {
+            const uint16_t *row[8];
+            for (int r = 0; r < 8; r++) row[r] = k + (size_t)(p + (r < R ? r : R - 1)) * stride;
+            for (int b = 0; b < nb; b++)
+                for (int i = 0; i < 4; i++) scr[4 * b + i] = pair8(row[2 * i], row[2 * i + 1], b);
+        }
         int j = 0;
-        for (; j + QT_MAX <= nq; j += QT_MAX) stile(QT_MAX, 4, R, nb, k, stride, q + j, scale, out + j, p);
+        for (; j + QT_MAX <= nq; j += QT_MAX) stile(QT_MAX, 4, R, nb, k, stride, sp, q + j, scale, out + j, p);
         switch (nq - j) {
-        case 1: stile(1, 4, R, nb, k, stride, q + j, scale, out + j, p); break;
-        case 2: stile(2, 4, R, nb, k, stride, q + j, scale, out + j, p); break;
-        case 3: stile(3, 4, R, nb, k, stride, q + j, scale, out + j, p); break;
+        case 1: stile(1, 4, R, nb, k, stride, sp, q + j, scale, out + j, p); break;
+        case 2: stile(2, 4, R, nb, k, stride, sp, q + j, scale, out + j, p); break;
+        case 3: stile(3, 4, R, nb, k, stride, sp, q + j, scale, out + j, p); break;
         default: break;
         }
     }
