@@ -120,12 +120,22 @@ static void quantize_tok(fwd *f, int t, const void *arg) {
 
 /* The input a matrix of this type multiplies: quantized rows for integer
  * kernels (quantized once into f->xq, reused by every matrix sharing the
- * input), the floats themselves otherwise. */
+ * input, or already there: a per-token step that wrote `in` quantized it in
+ * the same pass, see xq_src), the floats themselves otherwise. */
 static const void *prepare_input(fwd *f, const float *in, int nt, int cols, int type) {
     if (!is_quantized(type)) return in;
+    if (f->xq_src == in && f->xq_cols == cols) return f->xq;
     quant_arg a = {in, cols};
     for_tokens(f, nt, quantize_tok, &a);
+    f->xq_src = in, f->xq_cols = cols;
     return f->xq;
+}
+
+/* After a per-token step wrote `out` (cols wide) for every token, quantizing
+ * each row as it went when `quant`: what xq holds now. */
+static void wrote(fwd *f, const float *out, int cols, int quant) {
+    f->xq_src = quant ? out : NULL;
+    f->xq_cols = cols;
 }
 
 static void job_add(fwd *f, gemm_job *j, const rs_matrix *w, const void *x, float *y, size_t ldy) {
@@ -237,23 +247,27 @@ static void rope_write_kv(fwd *f, int t, const void *arg) {
 typedef struct norm_arg {
     const float *norm;  /* weights */
     const float *add;   /* added to x first (the sublayer's output), or NULL */
+    int quant;          /* quantize h_t too: the next matrices take integer input */
 } norm_arg;
 
-/* x_t += add_t (a residual), then h_t = rmsnorm(x_t) * norm */
+/* x_t += add_t (a residual), then h_t = rmsnorm(x_t) * norm (and its
+ * quantized row, in the same pass: one pool run less) */
 static void residual_norm(fwd *f, int t, const void *arg) {
     const norm_arg *a = arg;
     int E = f->m->hp.n_embd;
-    float *x = f->x + (size_t)t * E;
+    float *x = f->x + (size_t)t * E, *h = f->h + (size_t)t * E;
     if (a->add)
         for (int i = 0; i < E; i++) x[i] += a->add[(size_t)t * E + i];
-    rmsnorm(x, a->norm, f->h + (size_t)t * E, E, f->m->hp.rms_eps);
+    rmsnorm(x, a->norm, h, E, f->m->hp.rms_eps);
+    if (a->quant) f->K->quantize_q16(h, f->xq + (size_t)t * (E / RS_QK), E);
 }
 
-/* g_t = silu(g_t) * u_t */
+/* g_t = silu(g_t) * u_t (and, *arg set, its quantized row) */
 static void swiglu(fwd *f, int t, const void *arg) {
-    (void)arg;
     size_t F = (size_t)f->m->hp.n_ff;
-    f->K->swiglu(f->g + (size_t)t * F, f->u + (size_t)t * F, (int)F);
+    float *g = f->g + (size_t)t * F;
+    f->K->swiglu(g, f->u + (size_t)t * F, (int)F);
+    if (*(const int *)arg) f->K->quantize_q16(g, f->xq + (size_t)t * (F / RS_QK), (int)F);
 }
 
 /* x_t += tmp_t */
@@ -267,22 +281,27 @@ static void residual(fwd *f, int t, const void *arg) {
 
 static void layer_forward(fwd *f, int l) {
     const rs_layer *L = &f->m->layers[l];
-    int T = f->T;
+    int T = f->T, E = f->m->hp.n_embd, F = f->m->hp.n_ff;
     /* the previous layer's FFN residual is added here, with this norm */
-    norm_arg attn_in = {L->attn_norm, l > 0 ? f->tmp : NULL};
+    norm_arg attn_in = {L->attn_norm, l > 0 ? f->tmp : NULL, is_quantized(L->wq.type)};
     for_tokens(f, T, residual_norm, &attn_in);
+    wrote(f, f->h, E, attn_in.quant);
     const rs_matrix *qkv[3] = {&L->wq, &L->wk, &L->wv};
     float *qkv_out[3] = {f->q, f->k, f->v};
     gemm_shared(f, 3, qkv, f->h, T, qkv_out);
     for_tokens(f, T, rope_write_kv, &l);
     rs_attention(f, l);
+    wrote(f, f->h, 0, 0);
     gemm_f(f, &L->wo, f->h, T, f->tmp);
-    norm_arg ffn_in = {L->ffn_norm, f->tmp};
+    norm_arg ffn_in = {L->ffn_norm, f->tmp, is_quantized(L->w_gate.type)};
     for_tokens(f, T, residual_norm, &ffn_in);
+    wrote(f, f->h, E, ffn_in.quant);
     const rs_matrix *gate_up[2] = {&L->w_gate, &L->w_up};
     float *gate_up_out[2] = {f->g, f->u};
     gemm_shared(f, 2, gate_up, f->h, T, gate_up_out);
-    for_tokens(f, T, swiglu, NULL);
+    int down_q = is_quantized(L->w_down.type);
+    for_tokens(f, T, swiglu, &down_q);
+    wrote(f, f->g, F, down_q);
     /* The FFN output stays in tmp: the next layer's first step adds it to x
      * (fused with its norm), rs_forward after the last layer. Between
      * layers x lacks it, and tmp must be left alone. */
