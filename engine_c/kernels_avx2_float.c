@@ -137,10 +137,14 @@ void rs_avx2_gemm_bf16(int nr, int nt, int k, const void *w, size_t w_stride,
 
 /* 8 rows' accumulators -> one vector, lane r = row r's sum, the same tree
  * for every lane: ((x0+x1)+(x2+x3)) + ((x4+x5)+(x6+x7)). */
+AI __m256 hadd8(__m256 a, __m256 b) { /* vhaddps's sums, as two shuffles and an add */
+    return _mm256_add_ps(_mm256_shuffle_ps(a, b, 0x88), _mm256_shuffle_ps(a, b, 0xdd));
+}
+
 AI __m256 hsum8x8f(const __m256 a[8]) {
-    __m256 h01 = _mm256_hadd_ps(a[0], a[1]), h23 = _mm256_hadd_ps(a[2], a[3]);
-    __m256 h45 = _mm256_hadd_ps(a[4], a[5]), h67 = _mm256_hadd_ps(a[6], a[7]);
-    __m256 h0123 = _mm256_hadd_ps(h01, h23), h4567 = _mm256_hadd_ps(h45, h67);
+    __m256 h01 = hadd8(a[0], a[1]), h23 = hadd8(a[2], a[3]);
+    __m256 h45 = hadd8(a[4], a[5]), h67 = hadd8(a[6], a[7]);
+    __m256 h0123 = hadd8(h01, h23), h4567 = hadd8(h45, h67);
     return _mm256_add_ps(_mm256_permute2f128_ps(h0123, h4567, 0x20), _mm256_permute2f128_ps(h0123, h4567, 0x31));
 }
 
@@ -279,10 +283,67 @@ void rs_avx2_attn_accum_f32(int npos, int hd, const float *v, size_t stride,
     accum(K_F32, npos, hd, (const char *)v, stride * 4, w, acc);
 }
 
-/* Each query: accum over its npos[j] rows (the page's rows stay in L1). */
+/* f16 V, QT queries x 8C elements from i0, rows [p0, p1): each row's
+ * elements converted once for the QT queries (AVX2 converts at most as
+ * fast as it multiplies), each element's chain in row order as accum's. */
+AI void atile(const int QT, const int C, int p0, int p1, int i0, const char *v, size_t sb, const float *const *w,
+              float *const *acc) {
+    __m256 a[4][2];
+    UNROLL
+    for (int j = 0; j < QT; j++)
+        UNROLL
+        for (int c = 0; c < C; c++) a[j][c] = _mm256_loadu_ps(acc[j] + i0 + 8 * c);
+    for (int p = p0; p < p1; p++) {
+        __m256 vv[2];
+        UNROLL
+        for (int c = 0; c < C; c++) vv[c] = load_w8(K_F16, v + p * sb + (size_t)(i0 + 8 * c) * 2);
+        UNROLL
+        for (int j = 0; j < QT; j++) {
+            const __m256 wp = _mm256_broadcast_ss(w[j] + p);
+            UNROLL
+            for (int c = 0; c < C; c++) a[j][c] = _mm256_fmadd_ps(wp, vv[c], a[j][c]);
+        }
+    }
+    UNROLL
+    for (int j = 0; j < QT; j++)
+        UNROLL
+        for (int c = 0; c < C; c++) _mm256_storeu_ps(acc[j] + i0 + 8 * c, a[j][c]);
+}
+
+/* 3 or 4 queries over rows [p0, p1): 16 elements a pass (QT x 2
+ * accumulators: 6-8 chains in flight), then 8, then accum's scalar tail. */
+AI void atile_all(const int QT, int hd, int p0, int p1, const char *v, size_t sb, const float *const *w,
+                  float *const *acc) {
+    const int h8 = hd & ~7;
+    int i0 = 0;
+    for (; i0 + 16 <= h8; i0 += 16) atile(QT, 2, p0, p1, i0, v, sb, w, acc);
+    if (i0 < h8) atile(QT, 1, p0, p1, i0, v, sb, w, acc);
+    for (int j = 0; j < QT; j++)
+        for (int i = h8; i < hd; i++) {
+            float a = acc[j][i];
+            for (int p = p0; p < p1; p++) a = fmaf(w[j][p], load_w1(K_F16, v + p * sb + (size_t)i * 2), a);
+            acc[j][i] = a;
+        }
+}
+
+/* Each query: accum over its npos[j] rows (the page's rows stay in L1).
+ * f16 V, 3-4 queries together: the rows they all read through atile, each
+ * query's further rows alone (every chain stays in row order); fewer
+ * queries, or f32 V (nothing to convert), one query at a time. */
 AI void accum_multi(const int kind, int hd, const char *v, size_t sb, int nq, const int *npos,
                     const float *const *w, float *const *acc) {
-    for (int j = 0; j < nq; j++) accum(kind, npos[j], hd, v, sb, w[j], acc[j]);
+    int j = 0, qt;
+    for (; kind == K_F16 && j + 3 <= nq; j += qt) {
+        qt = nq - j < 4 ? nq - j : 4;
+        int common = npos[j];
+        for (int k = 1; k < qt; k++) common = npos[j + k] < common ? npos[j + k] : common;
+        if (qt == 4) atile_all(4, hd, 0, common, v, sb, w + j, acc + j);
+        else atile_all(3, hd, 0, common, v, sb, w + j, acc + j);
+        for (int k = 0; k < qt; k++)
+            if (npos[j + k] > common)
+                accum(kind, npos[j + k] - common, hd, v + (size_t)common * sb, sb, w[j + k] + common, acc[j + k]);
+    }
+    for (; j < nq; j++) accum(kind, npos[j], hd, v, sb, w[j], acc[j]);
 }
 
 void rs_avx2_attn_accum_f16_multi(int hd, const uint16_t *v, size_t stride, int nq, const int *npos,
