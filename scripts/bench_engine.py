@@ -113,8 +113,14 @@ def main() -> int:
 
     def add(name: str, unit: str, ours_fn: Callable[[], float], peer_fn: Callable[[], float],
             n_reps: int | None = None) -> None:
-        ours_v = best_of(n_reps or reps, ours_fn)
-        peer_v = best_of(n_reps or reps, peer_fn) if peer else None
+        # alternate the two engines' repeats: a machine whose speed drifts
+        # over minutes then weighs on both alike
+        ours_v = 0.0
+        peer_v: float | None = 0.0 if peer else None
+        for _ in range(n_reps or reps):
+            ours_v = max(ours_v, ours_fn())
+            if peer_v is not None:
+                peer_v = max(peer_v, peer_fn())
         rows.append({"workload": name, "unit": unit, "radixserve": ours_v, "peer": peer_v,
                      "ratio": (ours_v / peer_v) if peer_v else None})
         ratio = f"{ours_v / peer_v:6.2f}x" if peer_v else "     -"
