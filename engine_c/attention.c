@@ -266,12 +266,15 @@ static void merge_task(void *ctx, int task, int thread) {
 /* Slices of the query heads for at least `want` tasks per (group, chunk):
  * whole KV heads per slice where that is enough (a divisor of n_head_kv:
  * equal slices, and no slice reads part of another's K/V columns), else
- * equal groups of query heads (a divisor of n_head). */
+ * equal groups of query heads within KV heads, else any equal groups (a
+ * divisor of n_head), else one head per slice. */
 static int head_split(const rs_hparams *hp, int want) {
     for (int d = want; d <= hp->n_head_kv; d++)
         if (hp->n_head_kv % d == 0) return d;
     for (int d = want; d < hp->n_head; d++)
         if (hp->n_head % d == 0 && d % hp->n_head_kv == 0) return d;
+    for (int d = want; d < hp->n_head; d++)
+        if (hp->n_head % d == 0) return d;
     return hp->n_head;
 }
 

@@ -124,18 +124,18 @@ static void quantize_tok(fwd *f, int t, const void *arg) {
  * the same pass, see xq_src), the floats themselves otherwise. */
 static const void *prepare_input(fwd *f, const float *in, int nt, int cols, int type) {
     if (!is_quantized(type)) return in;
-    if (f->xq_src == in && f->xq_cols == cols) return f->xq;
+    if (f->xq_src == in && f->xq_cols == cols && f->xq_nt == nt) return f->xq;
     quant_arg a = {in, cols};
     for_tokens(f, nt, quantize_tok, &a);
-    f->xq_src = in, f->xq_cols = cols;
+    f->xq_src = in, f->xq_cols = cols, f->xq_nt = nt;
     return f->xq;
 }
 
-/* After a per-token step wrote `out` (cols wide) for every token, quantizing
- * each row as it went when `quant`: what xq holds now. */
+/* After a per-token step wrote `out` (cols wide) for every batch token,
+ * quantizing each row as it went when `quant`: what xq holds now. */
 static void wrote(fwd *f, const float *out, int cols, int quant) {
     f->xq_src = quant ? out : NULL;
-    f->xq_cols = cols;
+    f->xq_cols = cols, f->xq_nt = f->T;
 }
 
 static void job_add(fwd *f, gemm_job *j, const rs_matrix *w, const void *x, float *y, size_t ldy) {

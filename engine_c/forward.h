@@ -23,8 +23,8 @@ typedef struct fwd {
     float *g, *u;           /* [T][F] */
     float *tmp;             /* [T][E] */
     rs_block_q16 *xq;        /* [T][max(E, Q, F)/32] quantized activations */
-    const float *xq_src;    /* the float rows xq holds now (NULL: none), xq_cols wide */
-    int xq_cols;
+    const float *xq_src;    /* the float rows xq holds now (NULL: none): xq_nt rows of xq_cols */
+    int xq_cols, xq_nt;
     float *rope_cos, *rope_sin; /* [T][rope_dim/2] */
     int max_ctx;            /* the longest sequence after this batch, in positions */
     float *scores;          /* attention.c: per thread, one chunk's score rows of a task */

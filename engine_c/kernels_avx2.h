@@ -42,8 +42,8 @@ AI float hsum8(__m256 v) {
 }
 
 /* The entries of the AVX2 table that the AVX-512 one shares (designated
- * initializers; each table adds its name, quantized GEMMs, f16 attention
- * and softmax). */
+ * initializers; each table adds its name, quantized GEMMs, f16 attention,
+ * softmax and SwiGLU). */
 #define RS_AVX2_SHARED_ENTRIES \
     .quantize_q16 = rs_avx2_quantize_q16, \
     .gemm_f32 = rs_avx2_gemm_f32, .gemm_f16 = rs_avx2_gemm_f16, .gemm_bf16 = rs_avx2_gemm_bf16, \

@@ -191,8 +191,9 @@ AI void sblock_any(const int kind, int R, int hd, const char *k, size_t sb, cons
 /* Scores of many queries: an 8-row block converted once into a scratch
  * (hd <= SCR_HD) that every query then reads. Measured (Zen 4, hd 64, rows
  * in L1): pays from about 8 queries on; below that converting on the fly per
- * query is as fast. Accum never pays (FMA-bound either way), so it runs the
- * single-query loop per query with the page's rows hot in L1. */
+ * query is as fast. Accum shares conversions without a scratch: 3-4 queries
+ * go through atile together (below), fewer run the single-query loop with
+ * the page's rows hot in L1. */
 enum { SCR_HD = 256, SCR_MINQ = 8 };
 
 /* f16 rows -> f32, n rows of hd at dst + r*hd */

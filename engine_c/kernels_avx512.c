@@ -59,7 +59,7 @@ AI void qpack16_nib(const int kind, int nv, int nb, const char *w, size_t ws, ch
     for (int b = 0; b < nb; b++) {
         char *P = pk + (size_t)b * PK16_BYTES;
         prefetch_span(w, b, bs);
-        prefetch_span(w + 8 * ws, b, bs);
+        if (nv > 8) prefetch_span(w + 8 * ws, b, bs);
         __m512i q[4];
         UNROLL
         for (int g = 0; g < 4; g++) {
@@ -122,7 +122,7 @@ AI __m512 qstep16(const int kind, __m512 acc, __m512i isum, __m512 d, __m512 xd,
  * for _mm512_set1_epi32 of a load, which measured 20 % slower in qrows16 on
  * Zen 5 (150 -> 183 GMAC/s per thread at 8 tokens, in L1). */
 AI __m512i dpwssd_b(__m512i s, __m512i pj, const void *m) {
-    __asm__("vpdpwssd %[m]%{1to16%}, %[p], %[s]" : [s] "+v"(s) : [p] "v"(pj), [m] "m"(*(const int32_t *)m));
+    __asm__("vpdpwssd %[m]%{1to16%}, %[p], %[s]" : [s] "+v"(s) : [p] "v"(pj), [m] "m"(*(const int16_t(*)[2])m));
     return s;
 }
 

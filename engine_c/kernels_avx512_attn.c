@@ -47,7 +47,7 @@ AI __m512 pair8(const uint16_t *r0, const uint16_t *r1, int b) {
 
 /* q's elements [8b, 8b+8) in both halves (a 256-bit broadcast load) */
 AI __m512 qdup8(const float *q, int b) {
-    return _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_loadu_pd((const double *)(q + 8 * b))));
+    return _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(q + 8 * b))));
 }
 
 /* hsum8x8f's tree over 4 row pairs: lane r of the result is row r's sum. */

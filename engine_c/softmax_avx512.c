@@ -38,8 +38,8 @@ static inline __m512 exp16(__m512 x) {
 }
 
 float rs_softmax_avx512(float *x, int n, float *max) {
+    if (n < 16) return rs_softmax_avx2(x, n, max);
     const int n16 = n & ~15;
-    if (n16 == 0) return rs_softmax_avx2(x, n, max);
     /* the max is exact in any order; its 8-lane fold matches AVX2's */
     __m512 mv = _mm512_set1_ps(-INFINITY);
     for (int i = 0; i < n16; i += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(x + i));

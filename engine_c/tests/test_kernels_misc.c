@@ -213,11 +213,6 @@ void bench(const rs_kernels *S, const rs_kernels *V) {
     }
 }
 
-/* Softmax rows: SIMD (polynomial exp, lane-order sum) against scalar
- * (expf, position-order sum). Per element |a - b| <= (8 + n) u * max(b, 1e-30):
- * a few ulp for exp, and the sum of n terms taken in another order. Nothing
- * past x[n] is written. */
-
 /* SwiGLU: SIMD against scalar (a vector exp within ~2 ulp of expf, then
  * the same add, divide and multiply), over gates of every size the FFN
  * sees and row lengths with every tail; far outside the exp's range the
