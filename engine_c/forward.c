@@ -113,9 +113,14 @@ typedef struct quant_arg {
     int cols;
 } quant_arg;
 
+/* token t's row (cols floats) into its place in f->xq */
+static void quantize_row(fwd *f, int t, const float *row, int cols) {
+    f->K->quantize_q16(row, f->xq + (size_t)t * (size_t)(cols / RS_QK), cols);
+}
+
 static void quantize_tok(fwd *f, int t, const void *arg) {
     const quant_arg *a = arg;
-    f->K->quantize_q16(a->in + (size_t)t * a->cols, f->xq + (size_t)t * (a->cols / RS_QK), a->cols);
+    quantize_row(f, t, a->in + (size_t)t * a->cols, a->cols);
 }
 
 /* The input a matrix of this type multiplies: quantized rows for integer
@@ -259,7 +264,7 @@ static void residual_norm(fwd *f, int t, const void *arg) {
     if (a->add)
         for (int i = 0; i < E; i++) x[i] += a->add[(size_t)t * E + i];
     rmsnorm(x, a->norm, h, E, f->m->hp.rms_eps);
-    if (a->quant) f->K->quantize_q16(h, f->xq + (size_t)t * (E / RS_QK), E);
+    if (a->quant) quantize_row(f, t, h, E);
 }
 
 /* g_t = silu(g_t) * u_t (and, *arg set, its quantized row) */
@@ -267,7 +272,7 @@ static void swiglu(fwd *f, int t, const void *arg) {
     size_t F = (size_t)f->m->hp.n_ff;
     float *g = f->g + (size_t)t * F;
     f->K->swiglu(g, f->u + (size_t)t * F, (int)F);
-    if (*(const int *)arg) f->K->quantize_q16(g, f->xq + (size_t)t * (F / RS_QK), (int)F);
+    if (*(const int *)arg) quantize_row(f, t, g, (int)F);
 }
 
 /* x_t += tmp_t */
