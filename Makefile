@@ -9,7 +9,7 @@ QEMU ?= qemu-aarch64
 BUILD := build
 CWARN := -std=c11 -Wall -Wextra -Werror -ffp-contract=off
 KERNEL_SRC := engine_c/kernels_scalar.c engine_c/kernels_avx2.c engine_c/kernels_avx2_float.c engine_c/kernels_avx512.c engine_c/kernels_avx512_attn.c engine_c/kernels_neon.c engine_c/kernels_dispatch.c \
-	engine_c/softmax_avx2.c engine_c/softmax_avx512.c engine_c/softmax_neon.c
+	engine_c/softmax_avx2.c engine_c/softmax_avx512.c engine_c/softmax_neon.c engine_c/scratch.c
 ENGINE_SRC := $(wildcard engine_c/*.c)
 ENGINE_HDR := $(wildcard engine_c/*.h)
 
@@ -46,7 +46,7 @@ KTEST_SRC := $(wildcard engine_c/tests/test_kernels*.c) engine_c/tests/kernel_ha
 $(BUILD)/test_kernels: $(KTEST_SRC) engine_c/tests/kernel_harness.h $(KERNEL_SRC) engine_c/kernels.h engine_c/quant.h
 	@mkdir -p $(BUILD)
 	$(CC) $(CWARN) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -Iengine_c \
-		$(KTEST_SRC) $(KERNEL_SRC) -lm -o $@
+		$(KTEST_SRC) $(KERNEL_SRC) -lm -lpthread -o $@
 
 test-kernels: $(BUILD)/test_kernels
 	$(BUILD)/test_kernels
@@ -54,7 +54,7 @@ test-kernels: $(BUILD)/test_kernels
 # NEON kernels: cross-compiled, run under qemu-user.
 $(BUILD)/test_kernels_neon: $(KTEST_SRC) engine_c/tests/kernel_harness.h $(KERNEL_SRC) engine_c/kernels.h engine_c/quant.h
 	@mkdir -p $(BUILD)
-	$(CROSS_CC) $(CWARN) -O2 -static -Iengine_c $(KTEST_SRC) $(KERNEL_SRC) -lm -o $@
+	$(CROSS_CC) $(CWARN) -O2 -static -Iengine_c $(KTEST_SRC) $(KERNEL_SRC) -lm -lpthread -o $@
 
 test-kernels-neon: $(BUILD)/test_kernels_neon
 	$(QEMU) $(BUILD)/test_kernels_neon

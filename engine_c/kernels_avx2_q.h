@@ -7,6 +7,7 @@
 #define RS_KERNELS_AVX2_Q_H
 
 #include "kernels_avx2.h"
+#include "scratch.h"
 
 /* Bytes ahead of its position that decode (qdec8), streaming its weights
  * from DRAM, prefetches along the rows' span:
@@ -272,7 +273,7 @@ typedef void (*qrows_fn)(int T, int nv, int nb, const char *pk, const rs_block_q
 static inline int gemm_packed(qpack_fn pack, qrows_fn rows, int group, int tmax, size_t pk_bytes, int nr, int nt,
                               int k, const void *w, size_t ws, const rs_block_q16 *x, float *y, size_t ldy) {
     const int nb = k / RS_QK;
-    char *pk = aligned_alloc(64, (size_t)nb * pk_bytes);
+    char *pk = rs_scratch((size_t)nb * pk_bytes);
     if (!pk) return 0;
     for (int t0 = 0; t0 < nt; t0 += TOK_CHUNK) {
         const int t1 = nt - t0 < TOK_CHUNK ? nt : t0 + TOK_CHUNK;
@@ -283,7 +284,6 @@ static inline int gemm_packed(qpack_fn pack, qrows_fn rows, int group, int tmax,
                 rows(t1 - t < tmax ? t1 - t : tmax, nv, nb, pk, x + (size_t)t * nb, y + (size_t)t * ldy + r, ldy);
         }
     }
-    free(pk);
     return 1;
 }
 
