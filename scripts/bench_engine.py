@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
+from compute_floor import decode_floor, measure_peaks, prefill_floor  # noqa: E402
 from radixserve.engine import Model, SeqInput  # noqa: E402
 from radixserve.model_path import default_model_path  # noqa: E402
 
@@ -90,6 +91,30 @@ class Ours:
         return streams * n / (time.perf_counter() - t0)
 
 
+def compute_floor_table(rows: list[dict], kernels: str, bw: dict) -> None:
+    """Add the compute floor (compute_floor.py; bw: memory bandwidth by threads) to the
+    arithmetic-bound rows and print them."""
+    peaks = {t: measure_peaks(kernels, t) for t in (1, 2)}
+    for r in rows:
+        floor = r.pop("_floor", None)
+        if floor is None or None in peaks.values():
+            continue
+        r["compute_floor"] = floor(peaks, bw)
+        r["fraction_of_compute_floor"] = r["radixserve"] / r["compute_floor"]
+        if r["peer"]:
+            r["peer_fraction_of_compute_floor"] = r["peer"] / r["compute_floor"]
+    if None in peaks.values():
+        print(f"compute floor: no peak loop for kernels '{kernels}' here (or no C compiler)")
+        return
+    print(f"peak multiply-adds ({kernels}): int16 {peaks[1].int16_macs / 1e9:.0f} / {peaks[2].int16_macs / 1e9:.0f} G/s, "
+          f"f32 {peaks[1].f32_macs / 1e9:.0f} / {peaks[2].f32_macs / 1e9:.0f} G/s (1 / 2 threads)")
+    print(f"{'compute floor (tok/s: no engine reaches it)':34} {'floor':>9} {'ours':>6} {'peer':>6}")
+    for r in rows:
+        if "compute_floor" in r:
+            peer = f"{r['peer_fraction_of_compute_floor']:6.0%}" if r.get("peer_fraction_of_compute_floor") else "     -"
+            print(f"{r['workload']:34} {r['compute_floor']:9.1f} {r['fraction_of_compute_floor']:6.0%} {peer}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("-m", "--model", default=None)
@@ -112,7 +137,7 @@ def main() -> int:
     rows: list[dict] = []
 
     def add(name: str, unit: str, ours_fn: Callable[[], float], peer_fn: Callable[[], float],
-            n_reps: int | None = None) -> None:
+            n_reps: int | None = None, floor: Callable[[dict, dict], float] | None = None) -> None:
         # alternate the two engines' repeats: a machine whose speed drifts
         # over minutes then weighs on both alike
         ours_v = 0.0
@@ -122,7 +147,7 @@ def main() -> int:
             if peer_v is not None:
                 peer_v = max(peer_v, peer_fn())
         rows.append({"workload": name, "unit": unit, "radixserve": ours_v, "peer": peer_v,
-                     "ratio": (ours_v / peer_v) if peer_v else None})
+                     "ratio": (ours_v / peer_v) if peer_v else None, "_floor": floor})
         ratio = f"{ours_v / peer_v:6.2f}x" if peer_v else "     -"
         print(f"{name:34} {ours_v:9.1f} {peer_v if peer_v else float('nan'):9.1f} {ratio}  {unit}", flush=True)
 
@@ -137,7 +162,8 @@ def main() -> int:
     short_prompt = prompt_tokens(16, vocab, seed=1)
     for th in (1, 2):
         add(f"prefill {n_prefill} ({th} thr)", "tok/s", lambda: ours.prefill(long_prompt, th),
-            lambda: peer.prefill(long_prompt, th))
+            lambda: peer.prefill(long_prompt, th),
+            floor=lambda pk, bw, th=th: prefill_floor(ours.model.hparams, pk[th], n_prefill))
         add(f"decode {n_decode} ({th} thr)", "tok/s", lambda: ours.batched_decode(short_prompt, 1, n_decode, th),
             lambda: peer.batched_decode(short_prompt, 1, n_decode, th))
     ctx = 256 if args.quick else 1024
@@ -146,7 +172,9 @@ def main() -> int:
     for streams in (1, 2, 4, 8, 16):
         add(f"batched decode x{streams} @{ctx} ctx (2 thr)", "tok/s aggregate",
             lambda: ours.batched_decode(shared, streams, n_gen, 2),
-            lambda: peer.batched_decode(shared, streams, n_gen, 2))
+            lambda: peer.batched_decode(shared, streams, n_gen, 2),
+            floor=(lambda pk, bw, s=streams: decode_floor(ours.model.hparams, pk[2], s, ctx, n_gen, wb / bw[2]))
+            if streams > 1 else None)
     if not args.quick:  # one stream over a long context: attention reads 4,096 positions per token
         long_ctx = prompt_tokens(4096, vocab, seed=3)
         add("decode x1 @4096 ctx (2 thr)", "tok/s", lambda: ours.batched_decode(long_ctx, 1, n_gen, 2),
@@ -158,6 +186,7 @@ def main() -> int:
     bw = {t: memory_bandwidth(t, 0.5) for t in (1, 2)}
     print(f"memory bandwidth: {bw[1] / 1e9:.1f} GB/s (1 thread), {bw[2] / 1e9:.1f} GB/s (2 threads); "
           f"decode floor (weight bytes per step / bandwidth) {bw[1] / wb:.0f} / {bw[2] / wb:.0f} tok/s")
+    compute_floor_table(rows, ours.model.kernels, bw)
     for r in rows:
         if r["workload"].startswith("decode") and "ctx" not in r["workload"]:
             th = 1 if "(1 thr)" in r["workload"] else 2
