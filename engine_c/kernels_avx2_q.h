@@ -185,6 +185,17 @@ AI __m256i hsum8x8(const __m256i p[8]) {
 }
 
 
+/* a . b + c . d in 8 int32 lanes (pairs of int16 products): one VNNI
+ * instruction per product where the table enables AVX-512 VNNI (its
+ * 256-bit form), else vpmaddwd twice and an add. Exact either way. */
+AI __m256i madd2(__m256i a, __m256i b, __m256i c, __m256i d) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpwssd_epi32(_mm256_madd_epi16(a, b), c, d);
+#else
+    return _mm256_add_epi32(_mm256_madd_epi16(a, b), _mm256_madd_epi16(c, d));
+#endif
+}
+
 /* Decode (one or two tokens): 8 rows x TT tokens, weights used once. Per
  * block each row's weights are unpacked once for the TT tokens, each
  * (row, token)'s 32 products land in 8 int32 lanes (2 vpmaddwd + add), one
@@ -224,7 +235,7 @@ AI void qdec8(const int kind, const int TT, int nv, int nb, const char *w, size_
             unpack(kind, blk[SIGMA(i)], &lo, &hi);
             UNROLL
             for (int t = 0; t < TT; t++)
-                p[t][i] = _mm256_add_epi32(_mm256_madd_epi16(lo, xlo[t]), _mm256_madd_epi16(hi, xhi[t]));
+                p[t][i] = madd2(lo, xlo[t], hi, xhi[t]);
         }
         __m256 d, m;
         scales8(blk, &d, &m);
