@@ -108,7 +108,7 @@ def compute_floor_table(rows: list[dict], kernels: str, bw: dict) -> None:
         return
     print(f"peak multiply-adds ({kernels}): int16 {peaks[1].int16_macs / 1e9:.0f} / {peaks[2].int16_macs / 1e9:.0f} G/s, "
           f"f32 {peaks[1].f32_macs / 1e9:.0f} / {peaks[2].f32_macs / 1e9:.0f} G/s (1 / 2 threads)")
-    print(f"{'compute floor (tok/s: no engine reaches it)':34} {'floor':>9} {'ours':>6} {'peer':>6}")
+    print(f"{'compute floor (tok/s, unreachable)':34} {'floor':>9} {'ours':>6} {'peer':>6}")
     for r in rows:
         if "compute_floor" in r:
             peer = f"{r['peer_fraction_of_compute_floor']:6.0%}" if r.get("peer_fraction_of_compute_floor") else "     -"
