@@ -100,6 +100,18 @@ static float *rec(const attn_job *j, int t, int h, int c) {
                          rec_floats(f);
 }
 
+/* Where the V sums of (token t, head h, chunk c) go: the partial, or, when
+ * no token of the wave has a second chunk, the output itself. The merge of
+ * one chunk is the identity bit for bit (e_0 / Z = S_0 / S_0 = 1, and the
+ * sums start at +0, never -0), so it is skipped with its pool run: one
+ * hand-off fewer per layer for every context up to a chunk (decode of a
+ * short chat, a short prompt). */
+static float *v_sums(const attn_job *j, int t, int h, int c) {
+    const fwd *f = j->f;
+    if (j->n_ch == 1) return f->h + ((size_t)t * (size_t)f->m->hp.n_head + (size_t)h) * (size_t)f->m->hp.head_dim;
+    return rec(j, t, h, c);
+}
+
 /* Prefetch one page's rows of these heads, into L2 (T2 hint), not L1: a
  * microbenchmark of this walk streams 10 GB/s that way against 4.8 with T0
  * or none (L1's few miss buffers fill up); decode at 4,000 positions
@@ -214,7 +226,7 @@ static void chunk_task(void *ctx, int task, int thread) {
                         if (b.nq == ATTN_QCAP) attn_flush(f, which, &b);
                         float *row = sc + ((size_t)(t - t0) * nh + h) * cl + (size_t)(i - p0) * ps;
                         b.in[b.nq] = which == 0 ? f->q + ((size_t)t * nh + h) * hd : row;
-                        b.out[b.nq] = which == 0 ? row : rec(j, t, h, c);
+                        b.out[b.nq] = which == 0 ? row : v_sums(j, t, h, c);
                         b.np[b.nq] = np;
                         b.npmax = np > b.npmax ? np : b.npmax;
                         b.nq++;
@@ -232,7 +244,7 @@ static void chunk_task(void *ctx, int task, int thread) {
                 for (int h = h0; h < h1; h++) {
                     float *r = rec(j, t, h, c);
                     r[hd + 1] = f->K->softmax(sc + ((size_t)(t - t0) * nh + h) * cl, len, &r[hd]);
-                    memset(r, 0, (size_t)hd * sizeof(float));
+                    memset(v_sums(j, t, h, c), 0, (size_t)hd * sizeof(float));
                 }
             }
     }
@@ -288,6 +300,6 @@ void rs_attention(fwd *f, int layer) {
         int n_tasks = groups * j.n_ch;
         if (n_tasks < 4 * threads) j.head_split = head_split(hp, (4 * threads + n_tasks - 1) / n_tasks);
         rs_pool_run(f->m->pool, n_tasks * j.head_split, chunk_task, &j);
-        rs_pool_run(f->m->pool, groups * hp->n_head, merge_task, &j);
+        if (j.n_ch > 1) rs_pool_run(f->m->pool, groups * hp->n_head, merge_task, &j);
     }
 }
