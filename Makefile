@@ -43,7 +43,7 @@ test-c: test-kernels test-kernels-neon test-engine-asan test-engine-tsan
 # SIMD kernels against the scalar reference, under AddressSanitizer/UBSan.
 KTEST_SRC := $(wildcard engine_c/tests/test_kernels*.c) engine_c/tests/kernel_harness.c
 
-$(BUILD)/test_kernels: $(KTEST_SRC) engine_c/tests/kernel_harness.h $(KERNEL_SRC) engine_c/kernels.h engine_c/quant.h
+$(BUILD)/test_kernels: $(KTEST_SRC) engine_c/tests/kernel_harness.h $(KERNEL_SRC) $(ENGINE_HDR)
 	@mkdir -p $(BUILD)
 	$(CC) $(CWARN) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -Iengine_c \
 		$(KTEST_SRC) $(KERNEL_SRC) -lm -lpthread -o $@
@@ -52,7 +52,7 @@ test-kernels: $(BUILD)/test_kernels
 	$(BUILD)/test_kernels
 
 # NEON kernels: cross-compiled, run under qemu-user.
-$(BUILD)/test_kernels_neon: $(KTEST_SRC) engine_c/tests/kernel_harness.h $(KERNEL_SRC) engine_c/kernels.h engine_c/quant.h
+$(BUILD)/test_kernels_neon: $(KTEST_SRC) engine_c/tests/kernel_harness.h $(KERNEL_SRC) $(ENGINE_HDR)
 	@mkdir -p $(BUILD)
 	$(CROSS_CC) $(CWARN) -O2 -static -Iengine_c $(KTEST_SRC) $(KERNEL_SRC) -lm -lpthread -o $@
 

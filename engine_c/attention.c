@@ -102,10 +102,11 @@ static float *rec(const attn_job *j, int t, int h, int c) {
 
 /* Where the V sums of (token t, head h, chunk c) go: the partial, or, when
  * no token of the wave has a second chunk, the output itself. The merge of
- * one chunk is the identity bit for bit (e_0 / Z = S_0 / S_0 = 1, and the
- * sums start at +0, never -0), so it is skipped with its pool run: one
- * hand-off fewer per layer for every context up to a chunk (decode of a
- * short chat, a short prompt). */
+ * one chunk is the identity (e_0 / Z = S_0 / S_0 = 1, then +0 + x = x; bit
+ * for bit but for a sum of exactly -0, which it makes +0: equal to
+ * everything downstream), so it is skipped with its pool run: one hand-off
+ * fewer per layer for every context up to a chunk (decode of a short chat,
+ * a short prompt). */
 static float *v_sums(const attn_job *j, int t, int h, int c) {
     const fwd *f = j->f;
     if (j->n_ch == 1) return f->h + ((size_t)t * (size_t)f->m->hp.n_head + (size_t)h) * (size_t)f->m->hp.head_dim;

@@ -83,7 +83,7 @@ void rs_avx2_quantize_q16(const float *x, rs_block_q16 *y, int k) {
 enum { PK_BYTES = 16 * 32 + 16 * 4 };
 
 AI void qpack8(const int kind, int nv, int nb, const char *w, size_t ws, char *pk) {
-    qpack8_into(kind, nv, nb, w, ws, pk, PK_BYTES, 32, 16 * 32, 16 * 32 + 32, w + 8 * ws, 8 * ws / (size_t)nb);
+    qpack8_into(kind, nv, nb, w, ws, pk, PK_BYTES, 32, 16 * 32, 16 * 32 + 32, 8 * ws, 8 * ws / (size_t)nb);
 }
 
 /* 8 packed rows x T tokens (T <= 4: T int32 sums + T float accumulators

@@ -36,7 +36,8 @@ AI void prefetch_span(const char *w, int b, size_t bs) {
 }
 
 /* The pack of a group of rows (several tokens) fetches the next group's
- * rows in step with itself: at block b, share b of that group's span. A
+ * rows (`ahead` bytes past w) in step with itself: at block b, share b of
+ * that group's span. A
  * whole group ahead, the multiply of this group's tokens between the two
  * packs covers DRAM latency whatever the row length (PF_AHEAD's fixed 8 KB
  * left half of a 1,536-wide group unfetched). Into L2 (T1): the next pack
@@ -47,9 +48,11 @@ AI void prefetch_span(const char *w, int b, size_t bs) {
 #ifndef PF_GROUP_HINT
 #define PF_GROUP_HINT _MM_HINT_T1
 #endif
-AI void prefetch_group(const char *next, int b, size_t per_block) {
+AI void prefetch_group(const char *w, size_t ahead, int b, size_t per_block) {
+    /* integer arithmetic: past the last group, only a hint past the mapping */
+    const uintptr_t next = (uintptr_t)w + ahead;
     for (size_t o = (size_t)b * per_block; o < (size_t)(b + 1) * per_block; o += 64)
-        _mm_prefetch((const char *)((uintptr_t)next + o), PF_GROUP_HINT);
+        _mm_prefetch((const char *)(next + o), PF_GROUP_HINT);
 }
 
 enum { K_Q4_0, K_Q4_1, K_Q8_0 };
@@ -135,14 +138,14 @@ AI void transpose8(__m256i a[8]) {
  * dst + b*blk + j*pair, its d and m (8 floats each) at + d_off and + m_off.
  * nv < 8 rows: the missing lanes repeat the last row (never stored). */
 AI void qpack8_into(const int kind, int nv, int nb, const char *w, size_t ws, char *dst, size_t blk, size_t pair,
-                    size_t d_off, size_t m_off, const char *pf, size_t pf_block) {
+                    size_t d_off, size_t m_off, size_t pf_ahead, size_t pf_block) {
     const size_t bs = qbs(kind);
     const char *row[8];
     UNROLL
     for (int r = 0; r < 8; r++) row[r] = w + (size_t)(r < nv ? r : nv - 1) * ws;
     for (int b = 0; b < nb; b++) {
         char *P = dst + (size_t)b * blk;
-        prefetch_group(pf, b, pf_block); /* the weights stream from DRAM once */
+        prefetch_group(w, pf_ahead, b, pf_block); /* the weights stream from DRAM once */
         UNROLL
         for (int half = 0; half < 2; half++) { /* elements 0..15, then 16..31 */
             __m256i a[8];
@@ -186,10 +189,11 @@ AI __m256i hsum8x8(const __m256i p[8]) {
 
 
 /* a . b + c . d in 8 int32 lanes (pairs of int16 products): one VNNI
- * instruction per product where the table enables AVX-512 VNNI (its
- * 256-bit form), else vpmaddwd twice and an add. Exact either way. */
+ * instruction per product in the AVX-512 table's file (which defines
+ * RS_TU_AVX512VNNI: clang's target attribute defines no feature macros),
+ * else vpmaddwd twice and an add. Exact either way. */
 AI __m256i madd2(__m256i a, __m256i b, __m256i c, __m256i d) {
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#if defined(RS_TU_AVX512VNNI)
     return _mm256_dpwssd_epi32(_mm256_madd_epi16(a, b), c, d);
 #else
     return _mm256_add_epi32(_mm256_madd_epi16(a, b), _mm256_madd_epi16(c, d));

@@ -25,6 +25,7 @@
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
 #endif
 
+#define RS_TU_AVX512VNNI 1 /* for kernels_avx2_q.h's madd2 */
 #include "kernels_avx2_q.h"
 #include "kernels_avx512.h"
 
@@ -63,7 +64,7 @@ AI void qpack16_nib(const int kind, int nv, int nb, const char *w, size_t ws, ch
     const __m256i unsigma = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
     for (int b = 0; b < nb; b++) {
         char *P = pk + (size_t)b * PKN_BYTES;
-        prefetch_group(w + 16 * ws, b, 16 * ws / (size_t)nb);
+        prefetch_group(w, 16 * ws, b, 16 * ws / (size_t)nb);
         __m512i q[4];
         UNROLL
         for (int g = 0; g < 4; g++) {
@@ -100,12 +101,12 @@ AI void qpack16(const int kind, int nv, int nb, const char *w, size_t ws, char *
         return;
     }
     const size_t pfb = 8 * ws / (size_t)nb; /* each half fetches half of the next group */
-    qpack8_into(kind, nv < 8 ? nv : 8, nb, w, ws, pk, PK16_BYTES, PK16_PAIR, PK16_D, PK16_M, w + 16 * ws, pfb);
-    if (nv > 8)
-        qpack8_into(kind, nv - 8, nb, w + 8 * ws, ws, pk + 32, PK16_BYTES, PK16_PAIR, PK16_D, PK16_M, w + 24 * ws, pfb);
-    else
+    qpack8_into(kind, nv < 8 ? nv : 8, nb, w, ws, pk, PK16_BYTES, PK16_PAIR, PK16_D, PK16_M, 16 * ws, pfb);
+    if (nv > 8) /* rows 8..15: the next group's rows 24..31 of w, 16 rows on */
+        qpack8_into(kind, nv - 8, nb, w + 8 * ws, ws, pk + 32, PK16_BYTES, PK16_PAIR, PK16_D, PK16_M, 16 * ws, pfb);
+    else /* the last group (no next one) */
         qpack8_into(kind, 1, nb, w + (size_t)(nv - 1) * ws, ws, pk + 32, PK16_BYTES, PK16_PAIR, PK16_D, PK16_M,
-                    w + 24 * ws, pfb);
+                    16 * ws, pfb);
 }
 
 /* qstep (kernels_avx2_q.h) over 16 lanes: the same operations per lane. */

@@ -7,6 +7,20 @@
 #include <pthread.h>
 #include <stdlib.h>
 
+/* Under AddressSanitizer the part past what the caller asked for is
+ * poisoned, so that a kernel that overruns its buffer is caught though the
+ * buffer kept a larger size from an earlier call. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RS_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RS_ASAN 1
+#endif
+#endif
+#ifdef RS_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
 typedef struct scratch {
     void *p;
     size_t n;
@@ -43,5 +57,9 @@ void *rs_scratch(size_t n) {
         free(s->p);
         s->p = p, s->n = m;
     }
+#ifdef RS_ASAN
+    ASAN_UNPOISON_MEMORY_REGION(s->p, n);
+    ASAN_POISON_MEMORY_REGION((char *)s->p + n, s->n - n);
+#endif
     return s->p;
 }

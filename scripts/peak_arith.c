@@ -90,10 +90,14 @@ __attribute__((target("avx2,fma"))) static double f32_avx2(void) {
 typedef struct run {
     double (*fn)(void);
     double rate;
+    pthread_barrier_t *start;
 } run;
 
+/* after every thread has started, so that the timed loops overlap (rates
+ * timed one after another would add up to more than the CPU does at once) */
 static void *run_one(void *arg) {
     run *r = arg;
+    pthread_barrier_wait(r->start);
     r->rate = r->fn();
     return NULL;
 }
@@ -102,15 +106,18 @@ static void *run_one(void *arg) {
 static double concurrent(double (*fn)(void), int threads) {
     run r[64] = {{0}};
     pthread_t th[64];
-    for (int i = 0; i < threads; i++) r[i].fn = fn;
+    pthread_barrier_t start;
+    if (pthread_barrier_init(&start, NULL, (unsigned)threads) != 0) return -1.0;
+    for (int i = 0; i < threads; i++) r[i].fn = fn, r[i].start = &start;
     for (int i = 1; i < threads; i++)
-        if (pthread_create(&th[i], NULL, run_one, &r[i]) != 0) return -1.0;
+        if (pthread_create(&th[i], NULL, run_one, &r[i]) != 0) return -1.0; /* main then exits, ending the threads held at the barrier */
     run_one(&r[0]);
     double sum = r[0].rate;
     for (int i = 1; i < threads; i++) {
         pthread_join(th[i], NULL);
         sum += r[i].rate;
     }
+    pthread_barrier_destroy(&start);
     return sum;
 }
 
