@@ -83,13 +83,14 @@ void rs_avx2_quantize_q16(const float *x, rs_block_q16 *y, int k) {
 enum { PK_BYTES = 16 * 32 + 16 * 4 };
 
 AI void qpack8(const int kind, int nv, int nb, const char *w, size_t ws, char *pk) {
-    qpack8_into(kind, nv, nb, w, ws, pk, PK_BYTES, 32, 16 * 32, 16 * 32 + 32, 8 * ws, 8 * ws / (size_t)nb);
+    qpack8_into(kind, nv, nb, w, ws, pk, PK_BYTES, 32, 16 * 32, 16 * 32 + 32, 8 * ws);
 }
 
 /* 8 packed rows x T tokens (T <= 4: T int32 sums + T float accumulators
  * + the pair vector + temporaries fit the 16 registers). */
 AI void qrows(const int kind, const int T, int nv, int nb, const char *pk, const rs_block_q16 *x, float *y,
-              size_t ldy) {
+              size_t ldy, const char *pf, size_t ahead) {
+    (void)pf, (void)ahead; /* the pack fetches the next group (qpack8_into) */
     __m256 acc[4];
     UNROLL
     for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
@@ -135,12 +136,13 @@ AI void qrows(const int kind, const int T, int nv, int nb, const char *pk, const
     static void qpack8_##name(int nv, int nb, const char *w, size_t ws, char *pk) { \
         qpack8(kind, nv, nb, w, ws, pk); \
     } \
-    static void qrows_##name(int T, int nv, int nb, const char *pk, const rs_block_q16 *x, float *y, size_t ldy) { \
+    static void qrows_##name(int T, int nv, int nb, const char *pk, const rs_block_q16 *x, float *y, size_t ldy, \
+                             const char *pf, size_t ahead) { \
         switch (T) { \
-        case 1: qrows(kind, 1, nv, nb, pk, x, y, ldy); break; \
-        case 2: qrows(kind, 2, nv, nb, pk, x, y, ldy); break; \
-        case 3: qrows(kind, 3, nv, nb, pk, x, y, ldy); break; \
-        default: qrows(kind, 4, nv, nb, pk, x, y, ldy); break; \
+        case 1: qrows(kind, 1, nv, nb, pk, x, y, ldy, pf, ahead); break; \
+        case 2: qrows(kind, 2, nv, nb, pk, x, y, ldy, pf, ahead); break; \
+        case 3: qrows(kind, 3, nv, nb, pk, x, y, ldy, pf, ahead); break; \
+        default: qrows(kind, 4, nv, nb, pk, x, y, ldy, pf, ahead); break; \
         } \
     } \
     static void gemm_##name(int nr, int nt, int k, const void *w, size_t w_stride, const rs_block_q16 *x, \

@@ -35,16 +35,18 @@ AI void prefetch_span(const char *w, int b, size_t bs) {
         _mm_prefetch((const char *)((uintptr_t)w + PF_AHEAD + (size_t)b * 8 * bs + l), PF_HINT);
 }
 
-/* The pack of a group of rows (several tokens) fetches the next group's
- * rows (`ahead` bytes past w) in step with itself: at block b, share b of
- * that group's span. A
- * whole group ahead, the multiply of this group's tokens between the two
- * packs covers DRAM latency whatever the row length (PF_AHEAD's fixed 8 KB
- * left half of a 1,536-wide group unfetched). Into L2 (T1): the next pack
- * reads every line soon. Single-thread microbenchmark, 8 tokens, weights
- * from DRAM, Zen 4: 16 rows of Q4_1 x 576 119 -> 96 us, x 1,536 140 -> 97,
- * the Q8_0 output matrix 4.9 -> 3.6 ms (NTA at this distance: no gain);
- * AVX2's Q8_0 5.5 -> 4.3 ms. */
+/* Several tokens: the multiply of a group of packed rows fetches the next
+ * group's rows (`ahead` bytes past w, the group's weights) in step with
+ * itself: at block b, share b of that group's span, so the next pack finds
+ * them in L2. A whole group ahead covers DRAM latency whatever the row
+ * length (PF_AHEAD's fixed 8 KB left half of a 1,536-wide group unfetched),
+ * and the multiply is the long phase: issued from the pack, the requests
+ * crowded a short window. Into L2 (T1): the next pack reads every line
+ * soon. Single-thread microbenchmark, 8 tokens, weights from DRAM, Zen 4,
+ * per 1,536 rows: Q4_1 x 576 119 -> 96 us from the pack, -> 91 from the
+ * multiply (in L2 throughout: 87); x 1,536 140 -> 97 -> 91; the Q8_0
+ * output matrix 4.9 -> 3.6 ms; AVX2's Q8_0 5.5 -> 4.3 ms (NTA at this
+ * distance: no gain). */
 #ifndef PF_GROUP_HINT
 #define PF_GROUP_HINT _MM_HINT_T1
 #endif
@@ -135,17 +137,20 @@ AI void transpose8(__m256i a[8]) {
 }
 
 /* The pack of 8 rows into any layout: block b's pair j at
- * dst + b*blk + j*pair, its d and m (8 floats each) at + d_off and + m_off.
+ * dst + b*blk + j*pair, its d and m (8 floats each) at + d_off and + m_off;
+ * pf_ahead > 0: fetching the next group's rows (prefetch_group), for a
+ * multiply that does not (AVX2's: prefetching from its passes of 4 tokens
+ * measured 3-5 % slower).
  * nv < 8 rows: the missing lanes repeat the last row (never stored). */
 AI void qpack8_into(const int kind, int nv, int nb, const char *w, size_t ws, char *dst, size_t blk, size_t pair,
-                    size_t d_off, size_t m_off, size_t pf_ahead, size_t pf_block) {
+                    size_t d_off, size_t m_off, size_t pf_ahead) {
     const size_t bs = qbs(kind);
     const char *row[8];
     UNROLL
     for (int r = 0; r < 8; r++) row[r] = w + (size_t)(r < nv ? r : nv - 1) * ws;
     for (int b = 0; b < nb; b++) {
         char *P = dst + (size_t)b * blk;
-        prefetch_group(w, pf_ahead, b, pf_block); /* the weights stream from DRAM once */
+        if (pf_ahead) prefetch_group(w, pf_ahead, b, pf_ahead / (size_t)nb); /* the weights stream from DRAM once */
         UNROLL
         for (int half = 0; half < 2; half++) { /* elements 0..15, then 16..31 */
             __m256i a[8];
@@ -278,7 +283,11 @@ AI void gemm_few(const int kind, int nr, int nt, int k, const void *w, size_t ws
 }
 
 typedef void (*qpack_fn)(int nv, int nb, const char *w, size_t ws, char *pk);
-typedef void (*qrows_fn)(int T, int nv, int nb, const char *pk, const rs_block_q16 *x, float *y, size_t ldy);
+/* pf: the group's weights, whose next group's rows (`ahead` bytes on) the
+ * multiply fetches (prefetch_group; AVX-512's does, AVX2's pack instead);
+ * NULL: none (a later pass). */
+typedef void (*qrows_fn)(int T, int nv, int nb, const char *pk, const rs_block_q16 *x, float *y, size_t ldy,
+                         const char *pf, size_t ahead);
 
 /* Several tokens through a pack (AVX2: 8 rows, AVX-512: 16): per chunk of
  * TOK_CHUNK tokens, each group of `group` rows is packed once (pk_bytes per
@@ -294,9 +303,11 @@ static inline int gemm_packed(qpack_fn pack, qrows_fn rows, int group, int tmax,
         const int t1 = nt - t0 < TOK_CHUNK ? nt : t0 + TOK_CHUNK;
         for (int r = 0; r < nr; r += group) {
             const int nv = nr - r < group ? nr - r : group;
-            pack(nv, nb, (const char *)w + (size_t)r * ws, ws, pk);
+            const char *wr = (const char *)w + (size_t)r * ws;
+            pack(nv, nb, wr, ws, pk);
             for (int t = t0; t < t1; t += tmax)
-                rows(t1 - t < tmax ? t1 - t : tmax, nv, nb, pk, x + (size_t)t * nb, y + (size_t)t * ldy + r, ldy);
+                rows(t1 - t < tmax ? t1 - t : tmax, nv, nb, pk, x + (size_t)t * nb, y + (size_t)t * ldy + r, ldy,
+                     t == t0 ? wr : NULL, (size_t)group * ws);
         }
     }
     return 1;

@@ -64,7 +64,6 @@ AI void qpack16_nib(const int kind, int nv, int nb, const char *w, size_t ws, ch
     const __m256i unsigma = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
     for (int b = 0; b < nb; b++) {
         char *P = pk + (size_t)b * PKN_BYTES;
-        prefetch_group(w, 16 * ws, b, 16 * ws / (size_t)nb);
         __m512i q[4];
         UNROLL
         for (int g = 0; g < 4; g++) {
@@ -100,13 +99,12 @@ AI void qpack16(const int kind, int nv, int nb, const char *w, size_t ws, char *
         qpack16_nib(kind, nv, nb, w, ws, pk);
         return;
     }
-    const size_t pfb = 8 * ws / (size_t)nb; /* each half fetches half of the next group */
-    qpack8_into(kind, nv < 8 ? nv : 8, nb, w, ws, pk, PK16_BYTES, PK16_PAIR, PK16_D, PK16_M, 16 * ws, pfb);
-    if (nv > 8) /* rows 8..15: the next group's rows 24..31 of w, 16 rows on */
-        qpack8_into(kind, nv - 8, nb, w + 8 * ws, ws, pk + 32, PK16_BYTES, PK16_PAIR, PK16_D, PK16_M, 16 * ws, pfb);
-    else /* the last group (no next one) */
-        qpack8_into(kind, 1, nb, w + (size_t)(nv - 1) * ws, ws, pk + 32, PK16_BYTES, PK16_PAIR, PK16_D, PK16_M,
-                    16 * ws, pfb);
+    /* no prefetch here: qrows16 fetches the next group */
+    qpack8_into(kind, nv < 8 ? nv : 8, nb, w, ws, pk, PK16_BYTES, PK16_PAIR, PK16_D, PK16_M, 0);
+    if (nv > 8)
+        qpack8_into(kind, nv - 8, nb, w + 8 * ws, ws, pk + 32, PK16_BYTES, PK16_PAIR, PK16_D, PK16_M, 0);
+    else
+        qpack8_into(kind, 1, nb, w + (size_t)(nv - 1) * ws, ws, pk + 32, PK16_BYTES, PK16_PAIR, PK16_D, PK16_M, 0);
 }
 
 /* qstep (kernels_avx2_q.h) over 16 lanes: the same operations per lane. */
@@ -128,7 +126,7 @@ AI __m512i dpwssd_b(__m512i s, __m512i pj, const void *m) {
 /* 16 packed rows x T tokens, T <= 8: T int32 sums and T float accumulators
  * in registers (32 of them), each pair vector loaded once for the T. */
 AI void qrows16(const int kind, const int T, int nv, int nb, const char *pk, const rs_block_q16 *x, float *y,
-                size_t ldy) {
+                size_t ldy, const char *pf, size_t ahead) {
     __m512 acc[8];
     UNROLL
     for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
@@ -141,6 +139,7 @@ AI void qrows16(const int kind, const int T, int nv, int nb, const char *pk, con
         __m512i s[8];
         UNROLL
         for (int t = 0; t < T; t++) xb[t] = x + (size_t)t * nb + b, s[t] = _mm512_setzero_si512();
+        if (pf) prefetch_group(pf, ahead, b, ahead / (size_t)nb);
         if (nib) {
             UNROLL
             for (int j = 0; j < 8; j++) { /* pairs j and j + 8 from byte vector j */
@@ -190,16 +189,17 @@ static void gemm_q16(gemm_q_fn few, qpack_fn pack, qrows_fn rows, size_t pk_byte
     static void qpack16_##name(int nv, int nb, const char *w, size_t ws, char *pk) { \
         qpack16(kind, nv, nb, w, ws, pk); \
     } \
-    static void qrows16_##name(int T, int nv, int nb, const char *pk, const rs_block_q16 *x, float *y, size_t ldy) { \
+    static void qrows16_##name(int T, int nv, int nb, const char *pk, const rs_block_q16 *x, float *y, size_t ldy, \
+                               const char *pf, size_t ahead) { \
         switch (T) { \
-        case 1: qrows16(kind, 1, nv, nb, pk, x, y, ldy); break; \
-        case 2: qrows16(kind, 2, nv, nb, pk, x, y, ldy); break; \
-        case 3: qrows16(kind, 3, nv, nb, pk, x, y, ldy); break; \
-        case 4: qrows16(kind, 4, nv, nb, pk, x, y, ldy); break; \
-        case 5: qrows16(kind, 5, nv, nb, pk, x, y, ldy); break; \
-        case 6: qrows16(kind, 6, nv, nb, pk, x, y, ldy); break; \
-        case 7: qrows16(kind, 7, nv, nb, pk, x, y, ldy); break; \
-        default: qrows16(kind, 8, nv, nb, pk, x, y, ldy); break; \
+        case 1: qrows16(kind, 1, nv, nb, pk, x, y, ldy, pf, ahead); break; \
+        case 2: qrows16(kind, 2, nv, nb, pk, x, y, ldy, pf, ahead); break; \
+        case 3: qrows16(kind, 3, nv, nb, pk, x, y, ldy, pf, ahead); break; \
+        case 4: qrows16(kind, 4, nv, nb, pk, x, y, ldy, pf, ahead); break; \
+        case 5: qrows16(kind, 5, nv, nb, pk, x, y, ldy, pf, ahead); break; \
+        case 6: qrows16(kind, 6, nv, nb, pk, x, y, ldy, pf, ahead); break; \
+        case 7: qrows16(kind, 7, nv, nb, pk, x, y, ldy, pf, ahead); break; \
+        default: qrows16(kind, 8, nv, nb, pk, x, y, ldy, pf, ahead); break; \
         } \
     } \
     static void few_##name(int nr, int nt, int k, const void *w, size_t ws, const rs_block_q16 *x, float *y, \
