@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int failures = 0;
 #define CHECK(cond, ...)                                  \
@@ -193,6 +194,8 @@ typedef struct {
     atomic_int *runs;
     atomic_int by_other; /* tasks of thread 0's share run by another thread */
     int n_tasks, n_threads, slow_thread;
+    long slow_ns;   /* how long the slow thread takes per task (0: 200 us) */
+    long caller_ns; /* how long the caller (thread 0) takes per task, when it is not the slow one */
 } pool_ctx;
 
 static void pool_task(void *ctx, int task, int thread) {
@@ -201,7 +204,10 @@ static void pool_task(void *ctx, int task, int thread) {
     int share0_end = (int)((long)c->n_tasks / c->n_threads);
     if (thread != 0 && task < share0_end) atomic_fetch_add(&c->by_other, 1);
     if (thread == c->slow_thread) { /* a descheduled thread: the others must steal its share */
-        struct timespec ts = {0, 200000};
+        struct timespec ts = {0, c->slow_ns ? c->slow_ns : 200000};
+        nanosleep(&ts, NULL);
+    } else if (thread == 0 && c->caller_ns) {
+        struct timespec ts = {0, c->caller_ns};
         nanosleep(&ts, NULL);
     }
 }
@@ -239,6 +245,40 @@ static void test_pool(void) {
     rs_pool_free(p);
 }
 
+/* Sleeping and waking: idle gaps long enough that the workers go to sleep
+ * (spin, yield, then the condition variable) before the next job, and jobs
+ * started at once whose worker is slow enough that the caller sleeps
+ * waiting for it. No
+ * wake-up may be lost (the alarm ends the run if one is: it would hang)
+ * and every task still runs once. */
+static void test_pool_sleep(void) {
+    alarm(120);
+    for (int nth = 2; nth <= 3; nth++) {
+        rs_pool *p;
+        CHECK(rs_pool_create(nth, &p) == 0, "pool of %d threads", nth);
+        for (int rep = 0; rep < 12; rep++) {
+            if (rep % 2 == 0) { /* the workers fall asleep */
+                struct timespec gap = {0, 20 * 1000000L};
+                nanosleep(&gap, NULL);
+            } /* else they spin and take their first task at once: the caller waits for a slow one */
+            int n = 2 * nth;
+            /* odd reps: the caller's tasks take 1 ms, time for worker 1 to
+             * claim one of its own, which takes 5 ms */
+            pool_ctx c = {.n_tasks = n, .n_threads = nth, .slow_thread = rep % 2 ? 1 : -1, .slow_ns = 5000000L,
+                          .caller_ns = rep % 2 ? 1000000L : 0};
+            c.runs = calloc((size_t)n, sizeof *c.runs);
+            atomic_init(&c.by_other, 0);
+            rs_pool_run(p, n, pool_task, &c);
+            int bad = 0;
+            for (int t = 0; t < n; t++) bad += atomic_load(&c.runs[t]) != 1;
+            CHECK(bad == 0, "%d threads, after sleeping: %d tasks not run exactly once", nth, bad);
+            free(c.runs);
+        }
+        rs_pool_free(p);
+    }
+    alarm(0);
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: %s MODEL.gguf SCRATCH_DIR\n", argv[0]);
@@ -250,6 +290,7 @@ int main(int argc, char **argv) {
     test_forward(argv[1]);
     printf("thread pool:\n");
     test_pool();
+    test_pool_sleep();
     printf(failures ? "test_engine: %d FAILED\n" : "test_engine: all passed\n", failures);
     return failures ? 1 : 0;
 }
