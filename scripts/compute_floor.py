@@ -13,6 +13,7 @@ so no engine can reach the floor: it is an upper bound on tok/s.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -32,21 +33,32 @@ class Peaks:
     f32_macs: float
 
 
-def measure_peaks(isa: str, threads: int) -> Peaks | None:
-    """Build and run peak_arith.c; None where there is no compiler or no loop for this ISA."""
+_BUILD_DIRS: list[tempfile.TemporaryDirectory] = []  # kept alive with the built executable
+
+
+@functools.cache
+def _peak_exe() -> str | None:
+    """peak_arith.c built once per process (in a directory removed at exit); None without a compiler."""
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if cc is None:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        exe = os.path.join(tmp, "peak_arith")
-        build = subprocess.run([cc, "-std=c11", "-O2", os.path.join(HERE, "peak_arith.c"), "-o", exe, "-lpthread"],
-                               capture_output=True, text=True)
-        if build.returncode != 0:
-            return None
-        run = subprocess.run([exe, isa, str(threads)], capture_output=True, text=True)
-        if run.returncode != 0:
-            return None
-        d = json.loads(run.stdout)
+    tmp = tempfile.TemporaryDirectory()
+    _BUILD_DIRS.append(tmp)
+    exe = os.path.join(tmp.name, "peak_arith")
+    build = subprocess.run([cc, "-std=c11", "-O2", os.path.join(HERE, "peak_arith.c"), "-o", exe, "-lpthread"],
+                           capture_output=True, text=True)
+    return exe if build.returncode == 0 else None
+
+
+def measure_peaks(isa: str, threads: int) -> Peaks | None:
+    """Run peak_arith.c; None where there is no compiler or no loop for this ISA."""
+    exe = _peak_exe()
+    if exe is None:
+        return None
+    run = subprocess.run([exe, isa, str(threads)], capture_output=True, text=True)
+    if run.returncode != 0:
+        return None
+    d = json.loads(run.stdout)
     return Peaks(isa, threads, float(d["int16_macs"]), float(d["f32_macs"]))
 
 
@@ -77,7 +89,7 @@ def prefill_floor(hp, peaks: Peaks, n_tokens: int) -> float:
     """tok/s at the floor for a prompt of n_tokens from position 0 (token p attends p + 1 positions),
     logits of the last one only."""
     positions = n_tokens * (n_tokens + 1) / 2
-    gemm = n_tokens * gemm_macs_per_token(hp, logits=False) + gemm_macs_per_token(hp) - gemm_macs_per_token(hp, False)
+    gemm = n_tokens * gemm_macs_per_token(hp, logits=False) + hp.n_vocab * hp.n_embd
     total_s = (gemm / peaks.int16_macs
                + attention_macs(hp, positions) / peaks.f32_macs)
     return n_tokens / total_s
