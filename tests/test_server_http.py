@@ -57,6 +57,13 @@ def error_of(status_body, status, param=None, code=None):
     (b'{"prompt": "x", "logit_bias": {"a": 1}}', "logit_bias"),
     (b'{"prompt": "x", "top_p": 3}', "top_p"),
     (b'{"prompt": [1, 99999]}', "prompt"),
+    (b'{"prompt": ["a", [1, 99999]]}', "prompt"),
+    (b'{"prompt": ["a", ""]}', "prompt"),
+    (b'{"prompt": ["a", 5]}', "prompt"),
+    (b'{"prompt": [[]]}', "prompt"),
+    (b'{"prompt": ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q", "r",'
+     b' "s", "t", "u", "v", "w", "x", "y", "z", "0", "1", "2", "3", "4", "5", "6"]}', "prompt"),
+    (b'{"prompt": "x", "echo": true, "logprobs": 1}', "echo"),
 ])
 def test_completion_bad_input_is_a_400(server, raw, param):
     error_of(server.request("POST", "/v1/completions", raw=raw), 400, param=param)
@@ -74,6 +81,10 @@ def test_too_long_prompt(server):
     err = error_of(server.request("POST", "/v1/completions", {"prompt": "z" * 600}), 400, param="prompt",
                    code="context_length_exceeded")
     assert "512" in err["message"]
+    err = error_of(server.request("POST", "/v1/completions", {"prompt": ["a", "z" * 600]}), 400, param="prompt",
+                   code="context_length_exceeded")
+    assert "prompt[1]" in err["message"]
+    server.invariants_when_idle()  # nothing of the batch was submitted
 
 
 def test_unknown_model_route_method_and_big_body(server):

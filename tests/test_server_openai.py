@@ -82,6 +82,38 @@ def test_streaming_n_samples(client):
     assert finished == [0, 1]
 
 
+def test_batched_prompts_are_numbered_prompt_by_prompt(client, server):
+    """A batch of prompts over one shared prefix: choice i * n + j is prompt i's sample j, and each
+    equals what that prompt alone gives (greedy), streamed or not."""
+    shared = "Once upon a time in a land far away there lived a king. "
+    prompts = [shared + "He said", shared + "She said", [72, 101, 108, 108, 111]]
+    kw = dict(model="tiny", max_tokens=6, temperature=0, extra_body={"ignore_eos": True})
+    alone = [client.completions.create(prompt=p, **kw) for p in prompts]
+    batch = client.completions.create(prompt=prompts, n=2, **kw)
+    assert [c.index for c in batch.choices] == list(range(6))
+    assert [c.text for c in batch.choices] == [a.choices[0].text for a in alone for _ in range(2)]
+    assert batch.usage.prompt_tokens == sum(a.usage.prompt_tokens for a in alone)  # once per prompt
+    assert batch.usage.completion_tokens == 36
+    chunks = list(client.completions.create(prompt=prompts, stream=True, **kw))
+    texts = [""] * 3
+    for c in chunks:
+        texts[c.choices[0].index] += c.choices[0].text
+    assert texts == [a.choices[0].text for a in alone]
+    server.invariants_when_idle()
+
+
+def test_echo_puts_the_prompt_first(client, server):
+    kw = dict(model="tiny", max_tokens=4, temperature=0, extra_body={"ignore_eos": True})
+    plain = client.completions.create(prompt="Echo me", **kw)
+    echoed = client.completions.create(prompt=["Echo me", [72, 105]], echo=True, **kw)
+    assert echoed.choices[0].text == "Echo me" + plain.choices[0].text
+    ids_text = server.request("POST", "/detokenize", {"tokens": [72, 105]})[1]["content"]
+    assert echoed.choices[1].text.startswith(ids_text) and len(echoed.choices[1].text) > len(ids_text)
+    chunks = list(client.completions.create(prompt="Echo me", echo=True, stream=True, **kw))
+    assert chunks[0].choices[0].text == "Echo me"
+    assert "".join(c.choices[0].text for c in chunks) == echoed.choices[0].text
+
+
 def test_logprobs(client):
     r = chat(client, "Hi", max_tokens=4, temperature=0, logprobs=True, top_logprobs=3,
              extra_body={"ignore_eos": True})

@@ -1,7 +1,8 @@
 """POST /v1/completions and /v1/chat/completions, streaming (SSE) or not.
 
-Both endpoints parse into a Job, submit it to the scheduler and drive one
-runner.Run; only the response objects differ (openai_format). The request is
+Both endpoints parse into a Job, submit its requests (one per prompt) to the
+scheduler and drive their runner.Runs as one multirun.MultiRun; only the
+response objects differ (openai_format). The request is
 cancelled whenever its handler ends early: the client went away (a failed
 write, or aiohttp cancelling the handler), or the server is stopping.
 """
@@ -17,8 +18,9 @@ from .errors import ApiError, bad_request
 from .fields import read_json
 from .keys import METRICS, STATE
 from .openai_format import ChatFormat, CompletionFormat, Format
+from .multirun import MultiRun
 from .params import Job, parse_chat, parse_completion
-from .runner import GenerationError, Run, TokenLogprob
+from .runner import Delta, GenerationError, Run, TokenLogprob
 from .sse import ClientGone, SSEWriter
 from .state import Loaded
 
@@ -44,11 +46,15 @@ async def _serve(request: web.Request, loaded: Loaded, job: Job, fmt: Format, en
     if len(sched.waiting) >= state.config.max_waiting:
         raise ApiError(429, f"the queue is full ({len(sched.waiting)} requests waiting); retry later",
                        code="queue_full")
+    handles = []
     try:
-        handle = sched.submit(job.request)
+        for r in job.requests:
+            handles.append(sched.submit(r))
     except RequestError as e:
+        for h in handles:
+            h.cancel()
         raise bad_request(str(e), code="invalid_request") from None
-    run = Run(handle, loaded.tokenizer, job.stop, job.logprobs)
+    run = MultiRun([Run(h, loaded.tokenizer, job.stop, job.logprobs) for h in handles], job.requests[0].n)
     outcome = "cancelled"
     try:
         if job.stream:
@@ -61,13 +67,14 @@ async def _serve(request: web.Request, loaded: Loaded, job: Job, fmt: Format, en
         outcome = "error"
         raise ApiError(500, str(e), code="engine_error") from None
     finally:
-        handle.cancel()
+        for h in handles:
+            h.cancel()
         _log_request(request, run, endpoint, fmt.id, outcome)
 
 
-async def _collect(run: Run, job: Job, fmt: Format) -> web.Response:
-    n = job.request.n
-    texts: list[list[str]] = [[] for _ in range(n)]
+async def _collect(run: MultiRun, job: Job, fmt: Format) -> web.Response:
+    n = job.n_choices
+    texts: list[list[str]] = [[job.echo[i // run.n]] if job.echo else [] for i in range(n)]
     lps: list[list[TokenLogprob]] = [[] for _ in range(n)]
     async for d in run.deltas():
         texts[d.index].append(d.text)
@@ -77,12 +84,15 @@ async def _collect(run: Run, job: Job, fmt: Format) -> web.Response:
     return web.json_response(body)
 
 
-async def _stream(request: web.Request, run: Run, job: Job, fmt: Format) -> web.StreamResponse:
+async def _stream(request: web.Request, run: MultiRun, job: Job, fmt: Format) -> web.StreamResponse:
     sse = SSEWriter(request)
     try:
         await sse.start()
-        for c in fmt.first_chunks(job.request.n, job.include_usage):
+        for c in fmt.first_chunks(job.n_choices, job.include_usage):
             await sse.send(c)
+        if job.echo:  # each choice opens with its prompt
+            for i in range(job.n_choices):
+                await sse.send(fmt.chunk(Delta(i, job.echo[i // run.n], []), job.include_usage))
         try:
             async for d in run.deltas():
                 await sse.send(fmt.chunk(d, job.include_usage))
@@ -97,7 +107,7 @@ async def _stream(request: web.Request, run: Run, job: Job, fmt: Format) -> web.
     return sse.response
 
 
-def _log_request(request: web.Request, run: Run, endpoint: str, rid: str, outcome: str) -> None:
+def _log_request(request: web.Request, run: MultiRun, endpoint: str, rid: str, outcome: str) -> None:
     u = run.usage
     elapsed = run.elapsed_s
     decode_s = elapsed - (u.first_token_s or 0.0)

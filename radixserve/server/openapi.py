@@ -49,7 +49,11 @@ _SCHEMAS: dict[str, Any] = {
         "total_tokens": {"type": "integer"},
         "prompt_tokens_details": {"type": "object", "properties": {"cached_tokens": {"type": "integer"}}}}},
     "CompletionRequest": {"type": "object", "required": ["prompt"], "properties": {
-        "prompt": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "integer"}}]},
+        "prompt": {"oneOf": [
+            {"type": "string"}, {"type": "array", "items": {"type": "integer"}},
+            {"type": "array", "minItems": 1, "maxItems": 32,
+             "description": "a batch: choice i * n + j is prompt i's sample j", "items": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "integer"}}]}}]},
+        "echo": {"type": "boolean", "default": False, "description": "each choice's text opens with its prompt"},
         "logprobs": {"type": "integer", "minimum": 0, "maximum": 20}, **_SAMPLING}},
     "ChatRequest": {"type": "object", "required": ["messages"], "properties": {
         "messages": {"type": "array", "items": {"type": "object", "required": ["role", "content"], "properties": {

@@ -17,17 +17,31 @@ from .state import Loaded
 
 MAX_STOP_STRINGS = 16
 MAX_LOGPROBS = 20
+MAX_PROMPTS = 32   # prompts in one batched completion (each is its own scheduler request)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Job:
-    """One parsed completion or chat request."""
+    """One parsed completion or chat request: one scheduler request per prompt
+    (a completion may batch several; their choices are numbered prompt by
+    prompt, n each, as OpenAI numbers them)."""
 
-    request: GenerateRequest
+    requests: tuple[GenerateRequest, ...]
     stop: tuple[str, ...]
     stream: bool
     include_usage: bool
     logprobs: int | None   # None: not asked; N: the chosen token's logprob plus the top N
+    echo: tuple[str, ...] | None = None   # per prompt, the text that echo puts before its choices
+
+    @property
+    def request(self) -> GenerateRequest:
+        """The request of a one-prompt job (chat, and the socket protocol's generate)."""
+        assert len(self.requests) == 1
+        return self.requests[0]
+
+    @property
+    def n_choices(self) -> int:
+        return sum(r.n for r in self.requests)
 
 
 def check_model(body: Body, loaded: Loaded) -> None:
@@ -40,13 +54,17 @@ def check_model(body: Body, loaded: Loaded) -> None:
 
 def parse_completion(body: Body, loaded: Loaded) -> Job:
     check_model(body, loaded)
-    if body.bool("echo", False):
-        raise bad_request("echo is not supported", param="echo")
     if body.has("suffix"):
         raise bad_request("suffix is not supported", param="suffix")
-    prompt = _completion_prompt(body, loaded)
+    texts, prompts = _completion_prompts(body, loaded)
     n_logprobs = body.int("logprobs", None, 0, MAX_LOGPROBS)
-    return _job(body, loaded, prompt, n_logprobs, "prompt")
+    job = _job(body, loaded, prompts, n_logprobs, "prompt")
+    if not body.bool("echo", False):
+        return job
+    if n_logprobs is not None:
+        raise bad_request("echo with logprobs is not supported (no logprobs of prompt tokens)", param="echo")
+    echo = tuple(t if t is not None else loaded.tokenizer.decode(p) for t, p in zip(texts, prompts))
+    return dataclasses.replace(job, echo=echo)
 
 
 def parse_chat(body: Body, loaded: Loaded, default_system: str | None) -> Job:
@@ -65,42 +83,55 @@ def parse_chat(body: Body, loaded: Loaded, default_system: str | None) -> Job:
         n_logprobs = body.int("top_logprobs", 0, 0, MAX_LOGPROBS)
     elif body.has("top_logprobs"):
         raise bad_request("top_logprobs needs logprobs: true", param="top_logprobs")
-    return _job(body, loaded, prompt, n_logprobs, "messages")
+    return _job(body, loaded, [prompt], n_logprobs, "messages")
 
 
-def _completion_prompt(body: Body, loaded: Loaded) -> list[int]:
-    """A string, token ids, or a one-element array of either."""
+def _completion_prompts(body: Body, loaded: Loaded) -> tuple[list[str | None], list[list[int]]]:
+    """A string, token ids, or an array of either (a batch): per prompt, its
+    text (None for token ids) and its tokens."""
     p = body.raw("prompt")
-    if isinstance(p, list) and len(p) == 1 and isinstance(p[0], (str, list)):
-        p = p[0]
+    if isinstance(p, str) or (isinstance(p, list) and p and all(_is_token(t) for t in p)):
+        return [p if isinstance(p, str) else None], [_one_prompt(p, loaded, "prompt")]
+    if not isinstance(p, list) or not p or not all(isinstance(x, (str, list)) for x in p):
+        raise bad_request("prompt must be a non-empty string, an array of token ids, or an array of either",
+                          param="prompt")
+    if len(p) > MAX_PROMPTS:
+        raise bad_request(f"prompt: at most {MAX_PROMPTS} prompts per request, got {len(p)}", param="prompt")
+    prompts = [_one_prompt(x, loaded, f"prompt[{i}]") for i, x in enumerate(p)]
+    return [x if isinstance(x, str) else None for x in p], prompts
+
+
+def _is_token(t: Any) -> bool:
+    return isinstance(t, int) and not isinstance(t, bool)
+
+
+def _one_prompt(p: Any, loaded: Loaded, where: str) -> list[int]:
     if isinstance(p, str):
         if not p:
-            raise bad_request("prompt must not be empty", param="prompt")
+            raise bad_request(f"{where} must not be empty", param="prompt")
         return loaded.tokenizer.encode(p, add_special=True, parse_special=True)
-    if isinstance(p, list) and p and all(isinstance(t, int) and not isinstance(t, bool) for t in p):
-        n_vocab = loaded.tokenizer.n_vocab
-        bad = next((t for t in p if not 0 <= t < n_vocab), None)
-        if bad is not None:
-            raise bad_request(f"prompt token id {bad} is outside the vocabulary [0, {n_vocab})", param="prompt")
-        return list(p)
-    if isinstance(p, list) and len(p) > 1:
-        raise bad_request("prompt: only one prompt per request is supported (use n for several samples)",
-                          param="prompt")
-    raise bad_request("prompt must be a non-empty string or array of token ids", param="prompt")
+    if not isinstance(p, list) or not p or not all(_is_token(t) for t in p):
+        raise bad_request(f"{where} must be a non-empty string or array of token ids", param="prompt")
+    n_vocab = loaded.tokenizer.n_vocab
+    bad = next((t for t in p if not 0 <= t < n_vocab), None)
+    if bad is not None:
+        raise bad_request(f"{where}: token id {bad} is outside the vocabulary [0, {n_vocab})", param="prompt")
+    return list(p)
 
 
-def _job(body: Body, loaded: Loaded, prompt: list[int], n_logprobs: int | None, prompt_param: str) -> Job:
+def _job(body: Body, loaded: Loaded, prompts: list[list[int]], n_logprobs: int | None, prompt_param: str) -> Job:
     sched = loaded.scheduler
     tok = loaded.tokenizer
     limit = min(sched.n_ctx, sched.kv.n_pages * sched.page_size)
-    room = limit - len(prompt)
+    longest = max(prompts, key=len)
+    room = limit - len(longest)
     if room <= 0:
-        raise bad_request(f"the prompt has {len(prompt)} tokens; this server's context is {limit} tokens, "
+        which = "the prompt" if len(prompts) == 1 else f"prompt[{prompts.index(longest)}]"
+        raise bad_request(f"{which} has {len(longest)} tokens; this server's context is {limit} tokens, "
                           "which leaves no room to generate", param=prompt_param, code="context_length_exceeded")
     max_tokens = body.int("max_completion_tokens", None, 0)
     if max_tokens is None:
         max_tokens = body.int("max_tokens", None, 0)
-    max_tokens = room if max_tokens is None else min(max_tokens, room)
     n = body.int("n", 1, 1, sched.config.max_running)
     assert n is not None
     ignore_eos = body.bool("ignore_eos", False)
@@ -110,10 +141,13 @@ def _job(body: Body, loaded: Loaded, prompt: list[int], n_logprobs: int | None, 
     include_usage = Body(options).bool("include_usage", False) if options else False
     if options and not stream:
         raise bad_request("stream_options needs stream: true", param="stream_options")
-    request = GenerateRequest(prompt=prompt, sampling=sampling, max_tokens=max_tokens,
-                              stop_ids=frozenset() if ignore_eos else tok.eog_ids, n=n,
-                              cache_prompt=body.bool("cache_prompt", True))
-    return Job(request, _stop_strings(body), stream, include_usage, n_logprobs)
+    cache_prompt = body.bool("cache_prompt", True)
+    requests = tuple(
+        GenerateRequest(prompt=p, sampling=sampling,
+                        max_tokens=limit - len(p) if max_tokens is None else min(max_tokens, limit - len(p)),
+                        stop_ids=frozenset() if ignore_eos else tok.eog_ids, n=n, cache_prompt=cache_prompt)
+        for p in prompts)
+    return Job(requests, _stop_strings(body), stream, include_usage, n_logprobs)
 
 
 def _sampling(body: Body, n_logprobs: int | None, banned: frozenset[int]) -> SamplingParams:
