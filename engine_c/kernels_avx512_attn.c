@@ -40,6 +40,7 @@ enum {
     QT_MAX = 4,     /* queries per tile: 4 x 4 accumulators (scores) or 4 x 4 (accum, 64 elements) */
     S_HD_MAX = 256, /* widest head the scores fast path takes */
     SCORES_T_NQ = 6, /* queries from which scores transpose the rows (3 x 16 rows: 32 against 22 GMAC/s) */
+    TT_Q = 3,        /* queries per transposed tile: 3 x 8 accumulators */
 };
 
 /* ---------------------------------------------------------------- scores */
@@ -72,8 +73,8 @@ AI __m256 tree8(const __m512 P[4]) {
 /* QT queries x rows [p, p + 2NP) (R of them present; the rest repeat the
  * last row and are not stored), hd = 8 * nb. QT * NP accumulators: at least
  * 8 keep both FMA pipes busy through their latency. */
-AI void stile(const int QT, const int NP, int R, int nb, const uint16_t *k, size_t stride, const __m512 *scr,
-              const float *const *q, float scale, float *const *out, int p) {
+AI void stile(const int QT, const int NP, int R, int nb, const uint16_t *k, size_t stride, const float *const *q,
+              float scale, float *const *out, int p) {
     const uint16_t *row[16];
     UNROLL
     for (int r = 0; r < 2 * NP; r++) row[r] = k + (size_t)(p + (r < R ? r : R - 1)) * stride;
@@ -85,7 +86,7 @@ AI void stile(const int QT, const int NP, int R, int nb, const uint16_t *k, size
     for (int b = 0; b < nb; b++) {
         __m512 kv[8];
         UNROLL
-        for (int i = 0; i < NP; i++) kv[i] = scr ? scr[4 * b + i] : pair8(row[2 * i], row[2 * i + 1], b);
+        for (int i = 0; i < NP; i++) kv[i] = pair8(row[2 * i], row[2 * i + 1], b);
         UNROLL
         for (int j = 0; j < QT; j++) {
             const __m512 qd = qdup8(q[j], b);
@@ -149,10 +150,10 @@ AI __m512 fma_b(__m512 a, __m512 k, const float *m) {
     return a;
 }
 
-/* QT queries x the 16 rows of kT (R present), hd = 8 * nb */
+/* QT <= TT_Q queries x the 16 rows of kT (R present), hd = 8 * nb */
 AI void ttile(const int QT, int nb, const __m512 *kT, const float *const *q, float scale, float *const *out, int p,
               int R) {
-    __m512 a[3][8];
+    __m512 a[TT_Q][8];
     UNROLL
     for (int j = 0; j < QT; j++)
         UNROLL
@@ -174,6 +175,8 @@ AI void ttile(const int QT, int nb, const __m512 *kT, const float *const *q, flo
     }
 }
 
+/* hd % 8 == 0: a head of 16c + 8 elements reads its last 8 by a masked
+ * load (no access past the row), and the zeros above them are never used */
 static void scores_t(int npos, int hd, const uint16_t *k, size_t stride, int nq, const float *const *q, float scale,
                      float *const *out) {
     _Alignas(64) __m512 kT[S_HD_MAX];
@@ -181,16 +184,17 @@ static void scores_t(int npos, int hd, const uint16_t *k, size_t stride, int nq,
         const int R = npos - p < 16 ? npos - p : 16;
         const uint16_t *row[16];
         for (int r = 0; r < 16; r++) row[r] = k + (size_t)(p + (r < R ? r : R - 1)) * stride;
-        for (int c = 0; c < hd / 16; c++) {
+        for (int c = 0; 16 * c < hd; c++) {
+            const __mmask16 m = (__mmask16)(hd - 16 * c >= 16 ? 0xffff : 0x00ff);
             __m512 r16[16];
             UNROLL
-            for (int r = 0; r < 16; r++) r16[r] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row[r] + 16 * c)));
+            for (int r = 0; r < 16; r++) r16[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, row[r] + 16 * c));
             transpose16(r16);
             UNROLL
             for (int i = 0; i < 16; i++) kT[16 * c + i] = r16[i];
         }
         int j = 0;
-        for (; j + 3 <= nq; j += 3) ttile(3, hd / 8, kT, q + j, scale, out + j, p, R);
+        for (; j + TT_Q <= nq; j += TT_Q) ttile(TT_Q, hd / 8, kT, q + j, scale, out + j, p, R);
         if (nq - j == 2) ttile(2, hd / 8, kT, q + j, scale, out + j, p, R);
         if (nq - j == 1) ttile(1, hd / 8, kT, q + j, scale, out + j, p, R);
     }
@@ -202,34 +206,23 @@ void rs_avx512_attn_scores_f16_multi(int npos, int hd, const uint16_t *k, size_t
         rs_avx2_attn_scores_f16_multi(npos, hd, k, stride, nq, q, scale, out);
         return;
     }
-    const int nb = hd / 8;
-    if (hd % 16 == 0 && nq >= SCORES_T_NQ) {
+    if (nq >= SCORES_T_NQ) { /* the page's rows shared by many queries: transposed once */
         scores_t(npos, hd, k, stride, nq, q, scale, out);
         return;
     }
+    const int nb = hd / 8;
     if (nq == 1) { /* one query: 16 rows a tile, for 8 accumulators */
-        for (int p = 0; p < npos; p += 16)
-            stile(1, 8, npos - p < 16 ? npos - p : 16, nb, k, stride, NULL, q, scale, out, p);
+        for (int p = 0; p < npos; p += 16) stile(1, 8, npos - p < 16 ? npos - p : 16, nb, k, stride, q, scale, out, p);
         return;
     }
-    /* four query tiles or more: each 8-row tile's row pairs converted once
-     * (the conversion is exact: the same bits as converting on the fly) */
-    _Alignas(64) __m512 scr[4 * (S_HD_MAX / 8)];
-    const __m512 *sp = nq >= 4 * QT_MAX ? scr : NULL;
     for (int p = 0; p < npos; p += 8) {
         const int R = npos - p < 8 ? npos - p : 8;
-        if (sp) {
-            const uint16_t *row[8];
-            for (int r = 0; r < 8; r++) row[r] = k + (size_t)(p + (r < R ? r : R - 1)) * stride;
-            for (int b = 0; b < nb; b++)
-                for (int i = 0; i < 4; i++) scr[4 * b + i] = pair8(row[2 * i], row[2 * i + 1], b);
-        }
         int j = 0;
-        for (; j + QT_MAX <= nq; j += QT_MAX) stile(QT_MAX, 4, R, nb, k, stride, sp, q + j, scale, out + j, p);
+        for (; j + QT_MAX <= nq; j += QT_MAX) stile(QT_MAX, 4, R, nb, k, stride, q + j, scale, out + j, p);
         switch (nq - j) {
-        case 1: stile(1, 4, R, nb, k, stride, sp, q + j, scale, out + j, p); break;
-        case 2: stile(2, 4, R, nb, k, stride, sp, q + j, scale, out + j, p); break;
-        case 3: stile(3, 4, R, nb, k, stride, sp, q + j, scale, out + j, p); break;
+        case 1: stile(1, 4, R, nb, k, stride, q + j, scale, out + j, p); break;
+        case 2: stile(2, 4, R, nb, k, stride, q + j, scale, out + j, p); break;
+        case 3: stile(3, 4, R, nb, k, stride, q + j, scale, out + j, p); break;
         default: break;
         }
     }

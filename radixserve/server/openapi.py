@@ -52,7 +52,8 @@ _SCHEMAS: dict[str, Any] = {
         "prompt": {"oneOf": [
             {"type": "string"}, {"type": "array", "items": {"type": "integer"}},
             {"type": "array", "minItems": 1, "maxItems": 32,
-             "description": "a batch: choice i * n + j is prompt i's sample j", "items": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "integer"}}]}}]},
+             "description": "a batch: choice i * n + j is prompt i's sample j",
+             "items": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "integer"}}]}}]},
         "echo": {"type": "boolean", "default": False, "description": "each choice's text opens with its prompt"},
         "logprobs": {"type": "integer", "minimum": 0, "maximum": 20}, **_SAMPLING}},
     "ChatRequest": {"type": "object", "required": ["messages"], "properties": {
