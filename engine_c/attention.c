@@ -43,6 +43,7 @@ enum {
     ATTN_CHUNK = 256, /* positions per chunk, rounded down to whole pages */
     ATTN_QCAP = 32,   /* queries per multi-query kernel call */
     ATTN_PF_ROWS = 96, /* rows prefetched ahead of the walk: 6 pages of 16 (2 -> 6 pages: ~12 % at 8 x 1,024) */
+    ATTN_KEEP = 8,    /* KV heads a task keeps its shared-page batches for (repeat_batches) */
 };
 #define ATTN_WAVE_BYTES ((size_t)16 << 20)
 
@@ -131,11 +132,11 @@ typedef struct attn_batch {
     int np[ATTN_QCAP];
 } attn_batch;
 
-static void attn_flush(const fwd *f, int which, attn_batch *b) {
+/* One multi-query kernel call over the batch (which 0: scores, 1: V sums) */
+static void attn_call(const fwd *f, int which, const attn_batch *b) {
     const rs_kernels *K = f->K;
     const rs_kv *kv = f->kv;
     int hd = f->m->hp.head_dim;
-    if (!b->nq) return;
     if (which == 0) {
         float scale = 1.0f / sqrtf((float)hd);
         if (kv->dtype == RS_KV_F16)
@@ -148,7 +149,29 @@ static void attn_flush(const fwd *f, int which, attn_batch *b) {
         else
             K->attn_accum_f32_multi(hd, (const float *)b->page, (size_t)kv->kvd, b->nq, b->np, b->in, b->out);
     }
+}
+
+static void attn_flush(const fwd *f, int which, attn_batch *b) {
+    if (b->nq) attn_call(f, which, b);
     b->nq = 0, b->npmax = 0;
+}
+
+/* The calls of page i - 1 (n KV heads' batches, every query reading all
+ * ps rows) for page i, whose head columns start at `page`: the score rows
+ * (scores) or the weights (V sums) move on by ps, the outputs (V sums) stay. */
+static void repeat_batches(const fwd *f, int which, attn_batch *keep, int n, const uint8_t *page, size_t head_bytes,
+                           int ps) {
+    for (int g = 0; g < n; g++) {
+        attn_batch *b = &keep[g];
+        b->page = page + (size_t)g * head_bytes;
+        for (int q = 0; q < b->nq; q++) {
+            if (which == 0)
+                b->out[q] += ps;
+            else
+                b->in[q] += ps;
+        }
+        attn_call(f, which, b);
+    }
 }
 
 static void chunk_task(void *ctx, int task, int thread) {
@@ -192,7 +215,12 @@ static void chunk_task(void *ctx, int task, int thread) {
         npos[t - t0] = f->tok_pos[t] + 1;
     }
 
+    /* Batches of the last page when every token of the group read it whole
+     * (a shared prompt's page): the next such page takes the same calls,
+     * moved one page on, without rebuilding them (repeat_batches). */
+    attn_batch keep[ATTN_KEEP];
     for (int which = 0; which < 2; which++) {
+        int kept = 0; /* keep[] holds page i - 1's batches */
         /* page p's rows of this layer's K or V: base + p * page_bytes */
         const uint8_t *base = rs_kv_ptr(kv, 0, j->layer, which);
         for (int t = t0; t < t1 && pf_on; t++)
@@ -209,13 +237,22 @@ static void chunk_task(void *ctx, int task, int thread) {
             }
             /* page i of each token (NULL: its positions end before it) */
             const uint8_t *pg[ATTN_GROUP];
-            for (int t = t0; t < t1; t++)
+            int whole = g1 - g0 <= ATTN_KEEP; /* every token reads all of page i, the same one */
+            for (int t = t0; t < t1; t++) {
                 pg[t - t0] = i * ps < npos[t - t0] ? base + (size_t)pt[t - t0][i] * kv->page_bytes : NULL;
+                whole &= pg[t - t0] == pg[0] && npos[t - t0] >= (i + 1) * ps;
+            }
+            if (whole && kept) {
+                repeat_batches(f, which, keep, g1 - g0, pg[0] + (size_t)g0 * head_bytes, head_bytes, ps);
+                continue;
+            }
+            kept = whole;
             /* page-major, then KV head: the page's rows are read whole,
              * one head's columns after another, while they sit in L1 */
             for (int g = g0; g < g1; g++) {
                 int hs = h0 > g * G ? h0 : g * G, he = h1 < (g + 1) * G ? h1 : (g + 1) * G;
                 size_t head_off = (size_t)g * head_bytes;
+                int added = 0;
                 for (int t = t0; t < t1; t++) {
                     if (!pg[t - t0]) continue;
                     int n = npos[t - t0];
@@ -230,10 +267,17 @@ static void chunk_task(void *ctx, int task, int thread) {
                         b.out[b.nq] = which == 0 ? row : v_sums(j, t, h, c);
                         b.np[b.nq] = np;
                         b.npmax = np > b.npmax ? np : b.npmax;
-                        b.nq++;
+                        b.nq++, added++;
                     }
                 }
-                attn_flush(f, which, &b);
+                if (kept && b.nq && b.nq == added) { /* one batch held the head's queries: kept for the next page */
+                    attn_call(f, which, &b);
+                    keep[g - g0] = b;
+                    b.nq = 0, b.npmax = 0;
+                } else {
+                    kept = 0;
+                    attn_flush(f, which, &b);
+                }
                 b.page = NULL;
             }
         }

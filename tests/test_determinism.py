@@ -58,6 +58,34 @@ def test_logits_independent_of_chunking_batch_and_threads(tiny_model, weight_typ
     assert np.array_equal(alone, chunked)
 
 
+@pytest.mark.parametrize("n_head, n_head_kv", [(4, 2), (8, 1)])
+def test_streams_over_a_shared_prompt_equal_each_alone(tiny_model, n_head, n_head_kv):
+    """Eight streams decoding over one prompt's pages (the radix cache's
+    shared prefix) get each one's solo logits exactly: attention batches
+    the queries of every stream that reads a page (8 tokens x 8 query heads
+    per KV head overflow one kernel call's 32 queries), and repeats a whole
+    shared page's calls for the next one; each alone reads the same pages
+    with its own few queries. One thread and four attention chunks: every
+    task takes all of a KV head's query heads."""
+    model = Model(tiny_model(weight_type="Q4_1", n_vocab=256, n_embd=128, n_head=n_head, n_head_kv=n_head_kv,
+                             n_ctx=1024, seed=5), threads=1)
+    ps, streams = 4, 8
+    prompt = [int(t) for t in np.random.default_rng(7).integers(0, 256, 781)]  # 195 whole pages and one token
+    full = len(prompt) // ps
+    kv = model.kv_store(n_pages=full + 2 * streams, page_size=ps)
+    tables = [np.concatenate([np.arange(full), full + 2 * s + np.arange(2)]) for s in range(streams)]
+    model.forward(kv, [SeqInput(prompt, 0, tables[0])])
+    for s in range(1, streams):  # each stream's copy of the partial last page
+        kv.copy_page(int(tables[0][full]), int(tables[s][full]))
+    steps = [[(3 * s + i) % 256 for s in range(streams)] for i in range(3)]
+    together = [model.forward(kv, [SeqInput([toks[s]], len(prompt) + i, tables[s]) for s in range(streams)]).copy()
+                for i, toks in enumerate(steps)]
+    for s in range(streams):
+        solo = engine_logits(model, prompt + [steps[i][s] for i in range(3)], page_size=ps)
+        for i in range(3):
+            assert np.array_equal(together[i][s], solo[len(prompt) + i]), (s, i)
+
+
 @pytest.mark.bundled
 def test_bundled_decode_batch_is_bitwise_equal_to_single(bundled_model):
     """Four sequences decoded together give each one's solo logits exactly."""
