@@ -60,16 +60,16 @@ def test_logits_independent_of_chunking_batch_and_threads(tiny_model, weight_typ
 
 @pytest.mark.parametrize("n_head, n_head_kv", [(4, 2), (8, 1)])
 def test_streams_over_a_shared_prompt_equal_each_alone(tiny_model, n_head, n_head_kv):
-    """Eight streams decoding over one prompt's pages (the radix cache's
+    """Sixteen streams decoding over one prompt's pages (the radix cache's
     shared prefix) get each one's solo logits exactly: attention batches
-    the queries of every stream that reads a page (8 tokens x 8 query heads
-    per KV head overflow one kernel call's 32 queries), and repeats a whole
+    the queries of every stream that reads a page (16 tokens x 8 query heads
+    per KV head overflow one kernel call's 64 queries), and repeats a whole
     shared page's calls for the next one; each alone reads the same pages
     with its own few queries. One thread and four attention chunks: every
     task takes all of a KV head's query heads."""
     model = Model(tiny_model(weight_type="Q4_1", n_vocab=256, n_embd=128, n_head=n_head, n_head_kv=n_head_kv,
                              n_ctx=1024, seed=5), threads=1)
-    ps, streams = 4, 8
+    ps, streams = 4, 16
     prompt = [int(t) for t in np.random.default_rng(7).integers(0, 256, 781)]  # 195 whole pages and one token
     full = len(prompt) // ps
     kv = model.kv_store(n_pages=full + 2 * streams, page_size=ps)

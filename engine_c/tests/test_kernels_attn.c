@@ -236,10 +236,10 @@ void test_softmax(const rs_kernels *S, const rs_kernels *V, stat_t *st) {
 /* Two tables whose f16 attention, softmax and SwiGLU promise the same bits (AVX2
  * and AVX-512: kernels.h's per-query sequence): every query of every multi
  * call equal bit for bit, over head widths inside and outside the AVX-512
- * fast paths, partial row tiles and 1..28 queries with their own row
+ * fast paths, partial row tiles and 1..64 queries (attention.c's most a call) with their own row
  * counts; every softmax weight, max and sum, and every SwiGLU output,
  * over lengths 1..4099. */
-enum { SQ = 28 }; /* up to 7 tiles of 4 queries: the AVX-512 scores' converted-rows path too */
+enum { SQ = 64 }; /* attention.c's ATTN_QCAP: up to 16 tiles of 4 queries, 21 transposed tiles of 3 */
 
 void test_attn_same_bits(const rs_kernels *A, const rs_kernels *B, stat_t *st) {
     static const int hds[] = {64, 128, 8, 16, 24, 48, 80, 96, 112, 13, 256, 264};
