@@ -310,12 +310,16 @@ static void merge_task(void *ctx, int task, int thread) {
         int nc = n_chunks(f, t);
         float M = -INFINITY, Z = 0.0f;
         for (int c = 0; c < nc; c++) M = rec(j, t, h, c)[hd] > M ? rec(j, t, h, c)[hd] : M;
-        for (int c = 0; c < nc; c++) Z += expf(rec(j, t, h, c)[hd] - M) * rec(j, t, h, c)[hd + 1];
+        for (int c = 0; c < nc; c++) { /* m_c becomes exp(m_c - M), computed once (a long prefill's merge was half expf) */
+            float *r = rec(j, t, h, c);
+            r[hd] = expf(r[hd] - M);
+            Z += r[hd] * r[hd + 1];
+        }
         float *out = f->h + (size_t)t * nh * hd + (size_t)h * hd;
         memset(out, 0, (size_t)hd * sizeof(float));
         for (int c = 0; c < nc; c++) {
             const float *r = rec(j, t, h, c);
-            float beta = expf(r[hd] - M) * r[hd + 1] / Z;
+            float beta = r[hd] * r[hd + 1] / Z;
             for (int i = 0; i < hd; i++) out[i] += beta * r[i];
         }
     }
