@@ -41,6 +41,29 @@ def test_truncated_gguf_is_refused_at_any_length(tiny_model, tmp_path_factory, f
         Model(dst)
 
 
+@settings(max_examples=40)
+@given(flips=st.lists(st.tuples(st.integers(0, 8191), st.integers(0, 255)), min_size=1, max_size=8))
+def test_corrupt_header_is_refused_or_harmless(tiny_model, tmp_path_factory, flips):
+    """Bytes changed anywhere in the header, metadata and tensor directory
+    (the first 8 KB): the load refuses the file with a message naming GGUF
+    or the model, or it loads (a changed token string, a weight byte) and
+    a forward runs. Never a crash, never another exception."""
+    src = tiny_model(weight_type="Q4_1")
+    data = bytearray(src.read_bytes())
+    for at, value in flips:
+        data[at % len(data)] = value
+    dst = tmp_path_factory.mktemp("flip") / "f.gguf"
+    dst.write_bytes(bytes(data))
+    try:
+        model = Model(dst, threads=1)
+    except (ModelFormatError, UnsupportedModelError) as e:
+        assert str(e)
+        return
+    kv = model.kv_store(n_pages=2, page_size=16)
+    out = model.forward(kv, [SeqInput([1, 2, 3], 0, [0])])
+    assert out.shape == (1, model.n_vocab)
+
+
 def test_unsupported_architecture_is_named(tiny_model):
     path = tiny_model(extra_metadata={"general.architecture": "mamba"})
     with pytest.raises(UnsupportedModelError, match="mamba"):
