@@ -136,6 +136,43 @@ AI void transpose8(__m256i a[8]) {
     }
 }
 
+/* Q4_0 / Q4_1, block b of 8 rows into pairs 0..15 at P + j * pair: the
+ * rows' 16 qs bytes (byte j holds elements j and j + 16) transposed as 8
+ * words (bytes 2j', 2j'+1) by in-lane unpacks on 128 bits, then each word
+ * vector widened once: its low nibbles are pair j', its high ones pair
+ * j' + 8. Each row is read and widened once, where unpacking rows and
+ * transposing dwords read and widened it per half (AVX2's pack was a fifth
+ * of 8 streams' decode step). */
+AI void qpack8_nib_block(const int kind, const char *const row[8], int b, char *P, size_t pair) {
+    const size_t bs = qbs(kind), qo = kind == K_Q4_1 ? 4 : 2;
+    __m128i r[8], s1[8], s2[8];
+    UNROLL
+    for (int i = 0; i < 8; i++) r[i] = _mm_loadu_si128((const __m128i *)(row[i] + (size_t)b * bs + qo));
+    UNROLL
+    for (int i = 0; i < 4; i++) { /* words 0-3 (then 4-7) of rows 2i, 2i + 1, interleaved */
+        s1[2 * i] = _mm_unpacklo_epi16(r[2 * i], r[2 * i + 1]);
+        s1[2 * i + 1] = _mm_unpackhi_epi16(r[2 * i], r[2 * i + 1]);
+    }
+    UNROLL
+    for (int i = 0; i < 2; i++)
+        UNROLL
+        for (int h = 0; h < 2; h++) { /* words 4h + 0, 1 (lo) and 4h + 2, 3 (hi) of rows 4i..4i+3 */
+            s2[4 * i + 2 * h] = _mm_unpacklo_epi32(s1[4 * i + h], s1[4 * i + 2 + h]);
+            s2[4 * i + 2 * h + 1] = _mm_unpackhi_epi32(s1[4 * i + h], s1[4 * i + 2 + h]);
+        }
+    const __m256i low4 = _mm256_set1_epi16(0x0f), eight = _mm256_set1_epi16(8);
+    UNROLL
+    for (int j = 0; j < 8; j++) { /* word j of rows 0..7 */
+        const __m128i a = s2[(j / 4) * 2 + (j / 2) % 2], c = s2[4 + (j / 4) * 2 + (j / 2) % 2];
+        const __m128i wj = j % 2 ? _mm_unpackhi_epi64(a, c) : _mm_unpacklo_epi64(a, c);
+        const __m256i v = _mm256_cvtepu8_epi16(wj);
+        __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_srli_epi16(v, 4);
+        if (kind == K_Q4_0) lo = _mm256_sub_epi16(lo, eight), hi = _mm256_sub_epi16(hi, eight);
+        _mm256_store_si256((__m256i *)(P + (size_t)j * pair), lo);
+        _mm256_store_si256((__m256i *)(P + (size_t)(j + 8) * pair), hi);
+    }
+}
+
 /* The pack of 8 rows into any layout: block b's pair j at
  * dst + b*blk + j*pair, its d and m (8 floats each) at + d_off and + m_off;
  * pf_ahead > 0: fetching the next group's rows (prefetch_group), for a
@@ -151,18 +188,22 @@ AI void qpack8_into(const int kind, int nv, int nb, const char *w, size_t ws, ch
     for (int b = 0; b < nb; b++) {
         char *P = dst + (size_t)b * blk;
         if (pf_ahead) prefetch_group(w, pf_ahead, b, pf_ahead / (size_t)nb); /* the weights stream from DRAM once */
-        UNROLL
-        for (int half = 0; half < 2; half++) { /* elements 0..15, then 16..31 */
-            __m256i a[8];
+        if (kind != K_Q8_0) {
+            qpack8_nib_block(kind, row, b, P, pair);
+        } else {
             UNROLL
-            for (int r = 0; r < 8; r++) {
-                __m256i lo, hi;
-                unpack(kind, row[r] + b * bs, &lo, &hi);
-                a[r] = half ? hi : lo;
+            for (int half = 0; half < 2; half++) { /* Q8_0: elements 0..15, then 16..31 */
+                __m256i a[8];
+                UNROLL
+                for (int r = 0; r < 8; r++) {
+                    __m256i lo, hi;
+                    unpack(kind, row[r] + b * bs, &lo, &hi);
+                    a[r] = half ? hi : lo;
+                }
+                transpose8(a);
+                UNROLL
+                for (int j = 0; j < 8; j++) _mm256_store_si256((__m256i *)(P + (8 * (size_t)half + j) * pair), a[j]);
             }
-            transpose8(a);
-            UNROLL
-            for (int j = 0; j < 8; j++) _mm256_store_si256((__m256i *)(P + (8 * (size_t)half + j) * pair), a[j]);
         }
         const char *blk[8];
         UNROLL
