@@ -40,7 +40,7 @@
 
 enum {
     ATTN_GROUP = 16,  /* batch tokens per task: a prefill's pages are read by 16 tokens' queries (8: prefill
-                         at 8,192 positions 10 % slower, decode of 16 streams the same) */
+                         at 8,192 positions 9.5 % slower, decode of 16 streams the same) */
     ATTN_CHUNK = 256, /* positions per chunk, rounded down to whole pages */
     ATTN_QCAP = 64,   /* queries per multi-query kernel call */
     ATTN_PF_ROWS = 96, /* rows prefetched ahead of the walk: 6 pages of 16 (2 -> 6 pages: ~12 % at 8 x 1,024) */
@@ -60,7 +60,7 @@ static int n_chunks(const fwd *f, int t) {
     return (n_seq_pages(f, t) + cp - 1) / cp;
 }
 
-/* floats of one partial: acc[hd], then m, then S */
+/* floats of one partial: acc[hd], then m (which the merge turns into exp(m - M)), then S */
 static size_t rec_floats(const fwd *f) { return (size_t)f->m->hp.head_dim + 2; }
 
 int rs_attn_alloc(fwd *f) {

@@ -5,7 +5,9 @@ Every figure is measured side by side in this one run: radixserve, the peer
 (llama-cpp-python, when importable: `make bench-peer` installs it) and the
 physical floor (weight bytes per decode step / measured memory bandwidth).
 Prints a table; --json PATH writes one entry per workload with radixserve's
-figure, the peer's (null when absent) and their ratio.
+figure, the peer's (null when absent) and their ratio: best over best, and
+the median of each alternation's own ratio (ratio_paired_median), which a
+machine whose speed drifts slower than one pair leaves alone.
 """
 from __future__ import annotations
 
@@ -188,8 +190,10 @@ def main() -> int:
         add("decode x1 @4096 ctx (2 thr)", "tok/s", lambda: ours.batched_decode(long_ctx, 1, n_gen, 2),
             lambda: peer.batched_decode(long_ctx, 1, n_gen, 2), n_reps=1)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    rows.append({"workload": "model load", "unit": "ms", "radixserve": load_s * 1e3, "peer": None, "ratio": None})
-    rows.append({"workload": "peak RSS", "unit": "MB", "radixserve": rss_mb, "peer": None, "ratio": None})
+    rows.append({"workload": "model load", "unit": "ms", "radixserve": load_s * 1e3, "peer": None, "ratio": None,
+                 "ratio_paired_median": None})
+    rows.append({"workload": "peak RSS", "unit": "MB", "radixserve": rss_mb, "peer": None, "ratio": None,
+                 "ratio_paired_median": None})
     print(f"peak RSS {rss_mb:.0f} MB (both engines in this process when the peer runs)")
     bw = {t: memory_bandwidth(t, 0.5) for t in (1, 2)}
     print(f"memory bandwidth: {bw[1] / 1e9:.1f} GB/s (1 thread), {bw[2] / 1e9:.1f} GB/s (2 threads); "

@@ -61,19 +61,23 @@ def test_logits_independent_of_chunking_batch_and_threads(tiny_model, weight_typ
 @pytest.mark.parametrize("n_head, n_head_kv", [(4, 2), (8, 1)])
 def test_streams_over_a_shared_prompt_equal_each_alone(tiny_model, n_head, n_head_kv):
     """Sixteen streams decoding over one prompt's pages (the radix cache's
-    shared prefix) get each one's solo logits exactly: attention batches
-    the queries of every stream that reads a page (16 tokens x 8 query heads
-    per KV head overflow one kernel call's 64 queries), and repeats a whole
-    shared page's calls for the next one; each alone reads the same pages
-    with its own few queries. One thread and four attention chunks: every
-    task takes all of a KV head's query heads."""
+    shared prefix) get each one's logits exactly as it gets them decoding
+    beside one unrelated sequence, and as a prefill of its whole text does.
+    Together, attention batches the queries of every stream that reads a
+    page, and repeats a whole shared page's calls for the next page (heads
+    4/2: 32 queries a call), or splits them over calls (8/1: 128 queries,
+    over the 64 a call takes) and rebuilds them per page; beside the
+    neighbour, whose page differs, every page's calls are rebuilt. One
+    thread and four attention chunks: every task takes all of a KV head's
+    query heads."""
     model = Model(tiny_model(weight_type="Q4_1", n_vocab=256, n_embd=128, n_head=n_head, n_head_kv=n_head_kv,
                              n_ctx=1024, seed=5), threads=1)
     ps, streams = 4, 16
     prompt = [int(t) for t in np.random.default_rng(7).integers(0, 256, 781)]  # 195 whole pages and one token
     full = len(prompt) // ps
-    kv = model.kv_store(n_pages=full + 2 * streams, page_size=ps)
+    kv = model.kv_store(n_pages=full + 2 * streams + 1, page_size=ps)
     tables = [np.concatenate([np.arange(full), full + 2 * s + np.arange(2)]) for s in range(streams)]
+    neighbour = [full + 2 * streams]
     model.forward(kv, [SeqInput(prompt, 0, tables[0])])
     for s in range(1, streams):  # each stream's copy of the partial last page
         kv.copy_page(int(tables[0][full]), int(tables[s][full]))
@@ -81,6 +85,11 @@ def test_streams_over_a_shared_prompt_equal_each_alone(tiny_model, n_head, n_hea
     together = [model.forward(kv, [SeqInput([toks[s]], len(prompt) + i, tables[s]) for s in range(streams)]).copy()
                 for i, toks in enumerate(steps)]
     for s in range(streams):
+        for i in range(3):  # again, beside the neighbour: the same K/V rewritten, the same logits
+            pair = model.forward(kv, [SeqInput([steps[i][s]], len(prompt) + i, tables[s]),
+                                      SeqInput([7], 0, neighbour)])
+            assert np.array_equal(together[i][s], pair[0]), (s, i)
+    for s in (0, streams - 1):
         solo = engine_logits(model, prompt + [steps[i][s] for i in range(3)], page_size=ps)
         for i in range(3):
             assert np.array_equal(together[i][s], solo[len(prompt) + i]), (s, i)

@@ -45,9 +45,10 @@ def test_truncated_gguf_is_refused_at_any_length(tiny_model, tmp_path_factory, f
 @given(flips=st.lists(st.tuples(st.integers(0, 8191), st.integers(0, 255)), min_size=1, max_size=8))
 def test_corrupt_header_is_refused_or_harmless(tiny_model, tmp_path_factory, flips):
     """Bytes changed anywhere in the header, metadata and tensor directory
-    (the first 8 KB): the load refuses the file with a message naming GGUF
-    or the model, or it loads (a changed token string, a weight byte) and
-    a forward runs. Never a crash, never another exception."""
+    (the first 8 KB): the load refuses the file with a ModelFormatError or
+    UnsupportedModelError that says what it found wrong, or it loads (a
+    changed token string, a weight byte) and a forward runs. Never another
+    exception; a crash would end the test run."""
     src = tiny_model(weight_type="Q4_1")
     data = bytearray(src.read_bytes())
     for at, value in flips:
@@ -57,7 +58,7 @@ def test_corrupt_header_is_refused_or_harmless(tiny_model, tmp_path_factory, fli
     try:
         model = Model(dst, threads=1)
     except (ModelFormatError, UnsupportedModelError) as e:
-        assert str(e)
+        assert len(str(e)) > 15, str(e)
         return
     kv = model.kv_store(n_pages=2, page_size=16)
     out = model.forward(kv, [SeqInput([1, 2, 3], 0, [0])])

@@ -294,7 +294,7 @@ int main(int argc, char **argv) {
         stat_t st;
         memset(&st, 0, sizeof st);
         st.name = "attn_f16, softmax, swiglu";
-        snprintf(st.shapes, sizeof st.shapes, "%s = %s, npos x hd x nq: {0..33} x {8..264} x 1..28; softmax, swiglu n 1..4099", tables[i]->name,
+        snprintf(st.shapes, sizeof st.shapes, "%s = %s, npos x hd x nq: {0..33} x {8..264} x 1..64; softmax, swiglu n 1..4099", tables[i]->name,
                  tables[0]->name);
         test_attn_same_bits(tables[0], tables[i], &st);
         stat_print(&st);

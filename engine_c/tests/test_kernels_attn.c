@@ -264,7 +264,7 @@ void test_attn_same_bits(const rs_kernels *A, const rs_kernels *B, stat_t *st) {
                 for (int t = 0; t < 2; t++) out[t][j] = xmalloc(4 * W), acc[t][j] = xmalloc(4 * (size_t)hd);
             }
             const float scale = 0.125f + 0.01f * rndu();
-            for (int nq = 1; nq <= SQ; nq += nq < 12 ? 1 : 3) {
+            for (int nq = 1; nq <= SQ; nq = nq < 12 ? nq + 1 : nq < SQ && nq + 3 > SQ ? SQ : nq + 3) { /* ..63, 64 */
                 for (int t = 0; t < 2; t++) {
                     const rs_kernels *K = t ? B : A;
                     for (int j = 0; j < nq; j++) {
