@@ -165,12 +165,10 @@ static void repeat_batches(const fwd *f, int which, attn_batch *keep, int n, con
     for (int g = 0; g < n; g++) {
         attn_batch *b = &keep[g];
         b->page = page + (size_t)g * head_bytes;
-        for (int q = 0; q < b->nq; q++) {
-            if (which == 0)
-                b->out[q] += ps;
-            else
-                b->in[q] += ps;
-        }
+        if (which == 0)
+            for (int q = 0; q < b->nq; q++) b->out[q] += ps;
+        else
+            for (int q = 0; q < b->nq; q++) b->in[q] += ps;
         attn_call(f, which, b);
     }
 }
@@ -271,14 +269,11 @@ static void chunk_task(void *ctx, int task, int thread) {
                         b.nq++, added++;
                     }
                 }
-                if (kept && b.nq && b.nq == added) { /* one batch held the head's queries: kept for the next page */
-                    attn_call(f, which, &b);
-                    keep[g - g0] = b;
-                    b.nq = 0, b.npmax = 0;
-                } else {
+                if (kept && b.nq && b.nq == added)
+                    keep[g - g0] = b; /* one batch holds the head's queries: the next page repeats it */
+                else
                     kept = 0;
-                    attn_flush(f, which, &b);
-                }
+                attn_flush(f, which, &b);
                 b.page = NULL;
             }
         }
