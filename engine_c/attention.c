@@ -196,6 +196,11 @@ static void chunk_task(void *ctx, int task, int thread) {
     if (pend == p0 || h0 == h1) return;
     size_t row_bytes = (size_t)kv->kvd * kv->elem_size, head_bytes = (size_t)hd * kv->elem_size;
     size_t pf_off = (size_t)g0 * head_bytes, pf_bytes = (size_t)(g1 - g0) * head_bytes;
+    /* the task after this one (threads take consecutive tasks): the next
+     * head slice of this chunk, or the first slice of the next chunk */
+    int nsub = (sub + 1) % split, nh0 = nsub * nh / split, nh1 = (nsub + 1) * nh / split;
+    int np0 = nsub ? p0 : p0 + cp; /* its first page */
+    size_t npf_off = (size_t)(nh0 / G) * head_bytes, npf_bytes = (size_t)((nh1 - 1) / G + 1 - nh0 / G) * head_bytes;
     /* row (t - t0) * nh + h of sc: query (t, h)'s scores in the chunk */
     float *sc = f->scores + (size_t)thread * ATTN_GROUP * nh * cl;
     attn_batch b;
@@ -222,16 +227,34 @@ static void chunk_task(void *ctx, int task, int thread) {
         int kept = 0; /* keep[] holds page i - 1's batches */
         /* page p's rows of this layer's K or V: base + p * page_bytes */
         const uint8_t *base = rs_kv_ptr(kv, 0, j->layer, which);
+        const uint8_t *other = rs_kv_ptr(kv, 0, j->layer, !which);
+        /* The pass's first pages: K's at the task's start; V's only those the
+         * K pass's tail has not asked for (a chunk shorter than pf pages). */
+        int warm = which == 0 ? pf : pf - (pend - p0) > 0 ? pf - (pend - p0) : 0;
         for (int t = t0; t < t1 && pf_on; t++)
-            for (int i = p0; i < p0 + pf && i < n_seq_pages(f, t); i++)
+            for (int i = p0; i < p0 + warm && i < n_seq_pages(f, t); i++)
                 prefetch_page(base + (size_t)pt[t - t0][i] * kv->page_bytes + pf_off, ps, row_bytes, pf_bytes);
         for (int i = p0; i < pend; i++) {
             const uint8_t *last_pf = NULL;
             for (int t = t0; t < t1 && pf_on; t++) {
+                /* pf pages ahead; past the pass's last page, the K pass asks
+                 * for the chunk's first V pages (the V pass starts warm) and
+                 * the V pass for the first K pages of this thread's next task
+                 * (usually the task after this one) */
                 int ip = i + pf, n = npos[t - t0];
+                const uint8_t *pb = base;
+                size_t off = pf_off, bytes = pf_bytes;
+                if (ip >= pend) {
+                    pb = other;
+                    if (which == 0) {
+                        if ((ip = p0 + ip - pend) >= pend) continue;
+                    } else {
+                        ip = np0 + ip - pend, off = npf_off, bytes = npf_bytes;
+                    }
+                }
                 if (ip * ps >= n) continue;
-                const uint8_t *pf = base + (size_t)pt[t - t0][ip] * kv->page_bytes + pf_off;
-                if (pf != last_pf) prefetch_page(pf, n - ip * ps < ps ? n - ip * ps : ps, row_bytes, pf_bytes);
+                const uint8_t *pf = pb + (size_t)pt[t - t0][ip] * kv->page_bytes + off;
+                if (pf != last_pf) prefetch_page(pf, n - ip * ps < ps ? n - ip * ps : ps, row_bytes, bytes);
                 last_pf = pf;
             }
             /* page i of each token (NULL: its positions end before it) */
