@@ -43,7 +43,10 @@ enum {
                          at 8,192 positions 9.5 % slower, decode of 16 streams the same) */
     ATTN_CHUNK = 256, /* positions per chunk, rounded down to whole pages */
     ATTN_QCAP = 64,   /* queries per multi-query kernel call */
-    ATTN_PF_ROWS = 96, /* rows prefetched ahead of the walk: 6 pages of 16 (2 -> 6 pages: ~12 % at 8 x 1,024) */
+    ATTN_PF_ROWS = 192, /* rows prefetched ahead of the walk: 12 pages of 16. One stream over 4,096
+                           positions, A/B (tok/s, 2 threads): 2 pages 120, 3 pages 124-127, 6 pages 107-113,
+                           12 pages 122-128, 16 pages 118, 24 pages 113; 1 thread: 6 pages 62, 12 pages 72;
+                           8 and 16 streams over a shared prompt: the same for 3, 6 and 12 pages */
     ATTN_KEEP = 8,    /* KV heads a task keeps its shared-page batches for (repeat_batches) */
 };
 #define ATTN_WAVE_BYTES ((size_t)16 << 20)
@@ -119,6 +122,8 @@ static float *v_sums(const attn_job *j, int t, int h, int c) {
  * microbenchmark of this walk streams 10 GB/s that way against 4.8 with T0
  * or none (L1's few miss buffers fill up); decode at 4,000 positions
  * 81-86 -> 99-104 tok/s (A/B x3). */
+/* Every line, hint 1 (prefetcht2). Measured at 4,096 positions (Zen 4):
+ * every other line, prefetchnta or prefetcht0 are 20-25 % slower. */
 static void prefetch_page(const uint8_t *p, int np, size_t row_bytes, size_t head_bytes) {
     for (int r = 0; r < np; r++)
         for (size_t o = 0; o < head_bytes; o += 64) __builtin_prefetch(p + (size_t)r * row_bytes + o, 0, 1);
