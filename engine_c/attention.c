@@ -41,7 +41,9 @@
 enum {
     ATTN_GROUP = 16,  /* batch tokens per task: a prefill's pages are read by 16 tokens' queries (8: prefill
                          at 8,192 positions 9.5 % slower, decode of 16 streams the same) */
-    ATTN_CHUNK = 256, /* positions per chunk, rounded down to whole pages */
+    ATTN_CHUNK = 512, /* positions per chunk, rounded down to whole pages (256 -> 512, A/B: prefill at
+                         8,192 positions +7-15 %, at 2,048 +7 %, 8 streams +2 %, decode at 1,024 and 4,096
+                         and prefill 512 the same; 1,024: as 512) */
     ATTN_QCAP = 64,   /* queries per multi-query kernel call */
     ATTN_PF_ROWS = 192, /* rows prefetched ahead of the walk: 12 pages of 16. One stream over 4,096
                            positions, A/B (tok/s, 2 threads): 2 pages 120, 3 pages 124-127, 6 pages 107-113,

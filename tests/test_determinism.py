@@ -68,7 +68,7 @@ def test_streams_over_a_shared_prompt_equal_each_alone(tiny_model, n_head, n_hea
     4/2: 32 queries a call), or splits them over calls (8/1: 128 queries,
     over the 64 a call takes) and rebuilds them per page; beside the
     neighbour, whose page differs, every page's calls are rebuilt. One
-    thread and four attention chunks: every task takes all of a KV head's
+    thread and two attention chunks: every task takes all of a KV head's
     query heads."""
     model = Model(tiny_model(weight_type="Q4_1", n_vocab=256, n_embd=128, n_head=n_head, n_head_kv=n_head_kv,
                              n_ctx=1024, seed=5), threads=1)
@@ -133,10 +133,10 @@ def test_forward_releases_the_gil(bundled_model):
 
 @st.composite
 def long_workloads(draw):
-    """A sequence across several attention chunks (256 positions; 240 with
-    pages of 48; one page with pages of 320), cut anywhere, decoded alongside
-    a neighbour, any threads."""
-    n = draw(st.integers(200, 600))
+    """A sequence across attention chunks (512 positions; 480 with pages of
+    48; one page with pages of 320), cut anywhere, decoded alongside a
+    neighbour, any threads."""
+    n = draw(st.integers(300, 1000))
     seed = draw(st.integers(0, 2**16))
     tokens = [int(t) for t in np.random.default_rng(seed).integers(0, 256, n)]
     cuts = sorted(draw(st.sets(st.integers(1, n - 1), min_size=1, max_size=3)))

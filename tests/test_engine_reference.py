@@ -72,11 +72,12 @@ def test_scalar_and_simd_kernels_agree_on_the_model(bundled_model_path, monkeypa
 
 @pytest.mark.parametrize("page_size", [4, 48])
 def test_tiny_f32_long_prompt_over_several_attention_chunks(tiny_model, page_size):
-    """Attention runs per chunk of 256 positions (240 with pages of 48) and
-    merges the chunks' softmax partials: 700 positions span three chunks, and
-    the merge must still give the plain softmax of a float64 forward."""
+    """Attention runs per chunk of 512 positions (480 with pages of 48) and
+    merges the chunks' softmax partials: 1,000 positions span two or three
+    chunks, and the merge must still give the plain softmax of a float64
+    forward."""
     path = tiny_model(weight_type="F32", n_ctx=1024)
-    prompt = [int(t) for t in np.random.default_rng(5).integers(0, 256, 700)]
+    prompt = [int(t) for t in np.random.default_rng(5).integers(0, 256, 1000)]
     got = engine_logits(Model(path, threads=2), prompt, page_size=page_size, kv_dtype="f32")
     want = ReferenceModel(path).logits(prompt)
     assert rel_err(got, want) <= 1e-4
