@@ -49,7 +49,10 @@ class LlamaCppPeer:
     def _context(self, n_ctx: int, streams: int, threads: int, config: str):  # type: ignore[no-untyped-def]
         L = self.L
         cp = L.llama_context_default_params()
+        known = {name for name, _ in type(cp)._fields_}
         for field, value in CONFIGS[config].items():
+            if field not in known:  # ctypes would take any name silently, and measure the defaults twice
+                raise RuntimeError(f"this llama-cpp-python has no context parameter {field!r} (config {config!r})")
             setattr(cp, field, value)
         cp.n_ctx = n_ctx
         cp.n_batch = 512

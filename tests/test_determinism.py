@@ -68,12 +68,12 @@ def test_streams_over_a_shared_prompt_equal_each_alone(tiny_model, n_head, n_hea
     4/2: 32 queries a call), or splits them over calls (8/1: 128 queries,
     over the 64 a call takes) and rebuilds them per page; beside the
     neighbour, whose page differs, every page's calls are rebuilt. One
-    thread and two attention chunks: every task takes all of a KV head's
-    query heads."""
+    thread and four attention chunks (of 512 positions): four tasks, enough
+    that every task takes all of a KV head's query heads."""
     model = Model(tiny_model(weight_type="Q4_1", n_vocab=256, n_embd=128, n_head=n_head, n_head_kv=n_head_kv,
-                             n_ctx=1024, seed=5), threads=1)
+                             n_ctx=2048, seed=5), threads=1)
     ps, streams = 4, 16
-    prompt = [int(t) for t in np.random.default_rng(7).integers(0, 256, 781)]  # 195 whole pages and one token
+    prompt = [int(t) for t in np.random.default_rng(7).integers(0, 256, 1581)]  # 395 whole pages and one token
     full = len(prompt) // ps
     kv = model.kv_store(n_pages=full + 2 * streams + 1, page_size=ps)
     tables = [np.concatenate([np.arange(full), full + 2 * s + np.arange(2)]) for s in range(streams)]
@@ -136,7 +136,7 @@ def long_workloads(draw):
     """A sequence across attention chunks (512 positions; 480 with pages of
     48; one page with pages of 320), cut anywhere, decoded alongside a
     neighbour, any threads."""
-    n = draw(st.integers(300, 1000))
+    n = draw(st.integers(520, 1000))  # past the first chunk whatever the page size
     seed = draw(st.integers(0, 2**16))
     tokens = [int(t) for t in np.random.default_rng(seed).integers(0, 256, n)]
     cuts = sorted(draw(st.sets(st.integers(1, n - 1), min_size=1, max_size=3)))
