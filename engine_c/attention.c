@@ -120,20 +120,18 @@ static float *v_sums(const attn_job *j, int t, int h, int c) {
     return rec(j, t, h, c);
 }
 
-/* Prefetch one page's rows of these heads, into L2 (T2 hint), not L1: a
- * microbenchmark of this walk streams 10 GB/s that way against 4.8 with T0
- * or none (L1's few miss buffers fill up); decode at 4,000 positions
- * 81-86 -> 99-104 tok/s (A/B x3). */
-/* Every line, hint 1 (prefetcht2). Measured at 4,096 positions (Zen 4):
- * every other line, prefetchnta or prefetcht0 are 20-25 % slower. */
-static void prefetch_page(const uint8_t *p, int np, size_t row_bytes, size_t head_bytes) {
+/* Prefetch one page's rows of these heads. Far ahead into L2 (T2 hint),
+ * not L1: a microbenchmark of this walk streams 10 GB/s that way against
+ * 4.8 with T0 or none (L1's few miss buffers fill up); decode at 4,000
+ * positions 81-86 -> 99-104 tok/s (A/B x3), and every other line,
+ * prefetchnta or T0 measured 20-25 % slower there. The page the walk reads
+ * next (l1) goes on into L1 (T0). */
+static void prefetch_page(const uint8_t *p, int np, size_t row_bytes, size_t head_bytes, int l1) {
     for (int r = 0; r < np; r++)
-        for (size_t o = 0; o < head_bytes; o += 64) __builtin_prefetch(p + (size_t)r * row_bytes + o, 0, 1);
-}
-/* the same with hint 3 (prefetcht0): for the page the walk reads next */
-static void prefetch_page_l1(const uint8_t *p, int np, size_t row_bytes, size_t head_bytes) {
-    for (int r = 0; r < np; r++)
-        for (size_t o = 0; o < head_bytes; o += 64) __builtin_prefetch(p + (size_t)r * row_bytes + o, 0, 3);
+        for (size_t o = 0; o < head_bytes; o += 64) {
+            if (l1) __builtin_prefetch(p + (size_t)r * row_bytes + o, 0, 3);
+            else __builtin_prefetch(p + (size_t)r * row_bytes + o, 0, 1);
+        }
 }
 
 /* queries (or weight rows) gathered for one multi-query kernel call */
@@ -245,7 +243,7 @@ static void chunk_task(void *ctx, int task, int thread) {
         int warm = which == 0 ? pf : pf - (pend - p0) > 0 ? pf - (pend - p0) : 0;
         for (int t = t0; t < t1 && pf_on; t++)
             for (int i = p0; i < p0 + warm && i < n_seq_pages(f, t); i++)
-                prefetch_page(base + (size_t)pt[t - t0][i] * kv->page_bytes + pf_off, ps, row_bytes, pf_bytes);
+                prefetch_page(base + (size_t)pt[t - t0][i] * kv->page_bytes + pf_off, ps, row_bytes, pf_bytes, 0);
         for (int i = p0; i < pend; i++) {
             const uint8_t *last_pf = NULL;
             for (int t = t0; t < t1 && pf_on; t++) {
@@ -265,9 +263,9 @@ static void chunk_task(void *ctx, int task, int thread) {
                     }
                 }
                 if (ip * ps >= n) continue;
-                const uint8_t *pf = pb + (size_t)pt[t - t0][ip] * kv->page_bytes + off;
-                if (pf != last_pf) prefetch_page(pf, n - ip * ps < ps ? n - ip * ps : ps, row_bytes, bytes);
-                last_pf = pf;
+                const uint8_t *pp = pb + (size_t)pt[t - t0][ip] * kv->page_bytes + off;
+                if (pp != last_pf) prefetch_page(pp, n - ip * ps < ps ? n - ip * ps : ps, row_bytes, bytes, 0);
+                last_pf = pp;
             }
             /* and the next page of this pass into L1, where the far
              * prefetch left it in L2: the kernels' loads then wait less
@@ -277,9 +275,9 @@ static void chunk_task(void *ctx, int task, int thread) {
             for (int t = t0; t < t1 && pf_on; t++) {
                 int ip = i + 1, n = npos[t - t0];
                 if (ip >= pend || ip * ps >= n) continue;
-                const uint8_t *pf = base + (size_t)pt[t - t0][ip] * kv->page_bytes + pf_off;
-                if (pf != last_pf) prefetch_page_l1(pf, n - ip * ps < ps ? n - ip * ps : ps, row_bytes, pf_bytes);
-                last_pf = pf;
+                const uint8_t *pp = base + (size_t)pt[t - t0][ip] * kv->page_bytes + pf_off;
+                if (pp != last_pf) prefetch_page(pp, n - ip * ps < ps ? n - ip * ps : ps, row_bytes, pf_bytes, 1);
+                last_pf = pp;
             }
             /* page i of each token (NULL: its positions end before it) */
             const uint8_t *pg[ATTN_GROUP];

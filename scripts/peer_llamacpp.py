@@ -9,7 +9,7 @@ The peer gets its best: every workload runs in each of CONFIGS and the
 benchmark keeps the fastest. llama.cpp's defaults (flash attention "auto",
 which is on for the CPU, and one KV stream per sequence, into which
 seq_cp copies the prompt) are its best for prefill and one or two streams.
-Over a shared prompt with 8 or more streams, a unified KV (the prompt's
+Over a shared prompt with 4 or more streams, a unified KV (the prompt's
 cells shared by every sequence, as radixserve shares pages) with flash
 attention off measured ~25 % faster here (x8 @1,024: ~185 against ~145
 tok/s on a Zen 4 VM), and flash attention off also helps one stream over
